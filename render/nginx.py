@@ -1,0 +1,99 @@
+"""nginx.conf for the reverse proxy (plan §4.6 + §13 upstream), as a pure function."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from ._templating import check_hostname, check_path, check_port, check_positive, render
+
+_SIZE_RE = re.compile(r"^[0-9]+[kKmMgG]?$")
+_TIME_RE = re.compile(r"^[0-9]+(ms|s|m|h|d|w|M|y)?$")
+_USER_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+
+
+@dataclass(frozen=True)
+class NginxSite:
+    server_names: tuple[str, ...]  # first = canonical host (redirect target)
+    api_upstreams: tuple[str, ...]  # "host:port" per API replica
+    web_upstream: str = "web:80"
+    public_https_port: int = 443  # port in the HTTP->HTTPS redirect (omitted when 443)
+    worker_connections: int = 2048
+    client_max_body_size: str = "100M"
+    max_fails: int = 3
+    fail_timeout: str = "30s"
+    hsts_max_age: int = 31536000
+    ssl_certificate: str = "/etc/nginx/ssl/fullchain.pem"
+    ssl_certificate_key: str = "/etc/nginx/ssl/privkey.pem"
+    acme_webroot: str | None = None  # port 80 serves /.well-known/acme-challenge/ from here
+    # Ports nginx listens on inside its container (the published ports may differ).
+    listen_http: int = 80
+    listen_https: int = 443
+    user: str = "nginx"
+    pid_path: str = "/var/run/nginx.pid"
+    log_dir: str = "/var/log/nginx"
+    mime_types: str = "/etc/nginx/mime.types"
+    upstream_keepalive: int = 32  # idle upstream connections per worker; 0 disables
+    api_timeout: str = "60s"
+    ws_timeout: str = "7d"
+    ws_connect_timeout: str = "60s"
+
+    def __post_init__(self) -> None:
+        validate_site(self)
+
+
+def _check_upstream(value: str, what: str) -> None:
+    host, sep, port = value.rpartition(":") if isinstance(value, str) else ("", "", "")
+    if not sep or not port.isdigit():
+        raise ValueError(f"{what}: {value!r} must be host:port")
+    check_port(int(port), what)
+    if not re.fullmatch(r"\d{1,3}(\.\d{1,3}){3}", host):
+        check_hostname(host, what)
+
+
+def validate_site(s: NginxSite) -> None:
+    if isinstance(s.server_names, str) or not isinstance(s.server_names, tuple) or not s.server_names:
+        raise ValueError("server_names: at least one host name is required (a tuple of str)")
+    for i, name in enumerate(s.server_names):
+        check_hostname(name, f"server_names[{i}]")
+    if s.server_names[0].startswith("*."):
+        raise ValueError("server_names[0]: the canonical host (redirect target) cannot be a wildcard")
+    if len(set(s.server_names)) != len(s.server_names):
+        raise ValueError(f"server_names: duplicates in {s.server_names!r}")
+    if isinstance(s.api_upstreams, str) or not isinstance(s.api_upstreams, tuple) or not s.api_upstreams:
+        raise ValueError("api_upstreams: at least one API replica (host:port) is required")
+    for i, up in enumerate(s.api_upstreams):
+        _check_upstream(up, f"api_upstreams[{i}]")
+    if len(set(s.api_upstreams)) != len(s.api_upstreams):
+        raise ValueError(f"api_upstreams: duplicates in {s.api_upstreams!r}")
+    _check_upstream(s.web_upstream, "web_upstream")
+    check_port(s.public_https_port, "public_https_port")
+    check_port(s.listen_http, "listen_http")
+    check_port(s.listen_https, "listen_https")
+    if s.listen_http == s.listen_https:
+        raise ValueError("listen_http and listen_https must differ")
+    check_positive(s.worker_connections, "worker_connections", 16)
+    check_positive(s.max_fails, "max_fails", 0)
+    check_positive(s.hsts_max_age, "hsts_max_age", 0)
+    check_positive(s.upstream_keepalive, "upstream_keepalive", 0)
+    if not isinstance(s.client_max_body_size, str) or not _SIZE_RE.match(s.client_max_body_size):
+        raise ValueError(f"client_max_body_size: {s.client_max_body_size!r} must look like 100M, 512k or 0")
+    for field in ("fail_timeout", "api_timeout", "ws_timeout", "ws_connect_timeout"):
+        v = getattr(s, field)
+        if not isinstance(v, str) or not _TIME_RE.match(v):
+            raise ValueError(f"{field}: {v!r} must be an nginx time such as 30s, 60s or 7d")
+    for field in ("ssl_certificate", "ssl_certificate_key", "pid_path", "log_dir", "mime_types"):
+        check_path(getattr(s, field), field)
+    if s.acme_webroot is not None:
+        check_path(s.acme_webroot, "acme_webroot")
+    if not _USER_RE.match(s.user):
+        raise ValueError(f"user: {s.user!r} is not a valid user name")
+
+
+def redirect_base(s: NginxSite) -> str:
+    port = "" if s.public_https_port == 443 else f":{s.public_https_port}"
+    return f"https://{s.server_names[0]}{port}"
+
+
+def render_nginx_conf(site: NginxSite) -> str:
+    validate_site(site)  # also checked at construction; dataclasses.replace re-runs it too
+    return render("nginx.conf.j2", s=site, redirect_base=redirect_base(site))
