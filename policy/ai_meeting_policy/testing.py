@@ -1,0 +1,70 @@
+"""Run one policy without the engine: build the args the analyzer would, collect the violations."""
+
+from __future__ import annotations
+
+import json
+import os
+from contextlib import contextmanager
+from typing import Any, Iterator, List, Mapping, Optional, Sequence, Tuple
+
+from pulumi_policy import (
+    PolicyCustomTimeouts,
+    PolicyResource,
+    PolicyResourceOptions,
+    ResourceValidationArgs,
+    ResourceValidationPolicy,
+    StackValidationArgs,
+    StackValidationPolicy,
+)
+
+
+@contextmanager
+def _engine_env(stack: str, stack_config: Optional[Mapping[str, Any]]) -> Iterator[None]:
+    """Set what the engine sets for a policy pack process: PULUMI_STACK and PULUMI_CONFIG."""
+    saved = {k: os.environ.get(k) for k in ("PULUMI_STACK", "PULUMI_CONFIG")}
+    os.environ["PULUMI_STACK"] = stack
+    os.environ["PULUMI_CONFIG"] = json.dumps(dict(stack_config or {}))
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _opts(protect: bool) -> PolicyResourceOptions:
+    return PolicyResourceOptions(protect, [], None, [], PolicyCustomTimeouts(0, 0, 0), [])
+
+
+def _urn(resource_type: str, name: str, stack: str) -> str:
+    return f"urn:pulumi:{stack}::ai-meeting::{resource_type}::{name}"
+
+
+def run_policy(policy: ResourceValidationPolicy, resource_type: str, props: Mapping[str, Any],
+               name: str = "test", protect: bool = False, config: Optional[Mapping[str, Any]] = None,
+               stack: str = "dev", stack_config: Optional[Mapping[str, Any]] = None,
+               ) -> List[Tuple[str, Optional[str]]]:
+    """Violations (message, urn) that `policy` reports for one resource in stack `stack`."""
+    violations: List[Tuple[str, Optional[str]]] = []
+    args = ResourceValidationArgs(resource_type, props, _urn(resource_type, name, stack), name,
+                                  _opts(protect), None, config)
+    with _engine_env(stack, stack_config):
+        policy.validate(args, lambda message, urn=None: violations.append((message, urn)))
+    return violations
+
+
+def run_stack_policy(policy: StackValidationPolicy,
+                     resources: Sequence[Tuple[str, str, Mapping[str, Any]]],
+                     config: Optional[Mapping[str, Any]] = None,
+                     stack: str = "dev", stack_config: Optional[Mapping[str, Any]] = None,
+                     ) -> List[Tuple[str, Optional[str]]]:
+    """Violations of a stack policy over (type, name, props) resources in stack `stack`."""
+    violations: List[Tuple[str, Optional[str]]] = []
+    res = [PolicyResource(t, p, _urn(t, n, stack), n, _opts(False), None, None, [], {})
+           for t, n, p in resources]
+    args = StackValidationArgs(res, config)
+    with _engine_env(stack, stack_config):
+        policy.validate(args, lambda message, urn=None: violations.append((message, urn)))
+    return violations
