@@ -22,6 +22,9 @@ def env() -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
         autoescape=False,
+        # Bash writes ${#array[@]}: keep Jinja's comment syntax out of its way.
+        comment_start_string="{##",
+        comment_end_string="##}",
     )
     e.filters["shq"] = lambda v: shlex.quote(str(v))
     return e
