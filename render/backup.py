@@ -1,0 +1,74 @@
+"""Backup and restore scripts and their cron entry (plan §8.3-8.4, R16), as pure functions."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ._templating import check_cron_schedule, check_ident, check_path, check_positive, render
+
+
+@dataclass(frozen=True)
+class BackupSettings:
+    install_dir: str = "/opt/ai-meeting"
+    backup_dir: str = "/opt/ai-meeting/backups"
+    retention_days: int = 30
+    schedule: str = "0 2 * * *"
+    postgres_container: str = "ai-meeting-postgres"
+    redis_container: str = "ai-meeting-redis"
+    minio_container: str = "ai-meeting-minio"
+    db_name: str = "ai_meeting"
+    db_user: str = "ai_meeting"
+    minio_data_path: str = "/data"
+    redis_data_path: str = "/data"
+    # Redis AOF layout (Redis 7 multi-part AOF); the restore rebuilds it from the snapshot.
+    redis_appendonly: bool = True
+    redis_aof_dirname: str = "appendonlydir"
+    redis_aof_filename: str = "appendonly.aof"
+    # Containers stopped during a restore so nothing writes meanwhile (the API replicas).
+    app_containers: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        check_path(self.install_dir, "install_dir")
+        check_path(self.backup_dir, "backup_dir")
+        if self.backup_dir.rstrip("/") in ("", "/") or self.backup_dir.rstrip("/") == self.install_dir.rstrip("/"):
+            raise ValueError(f"backup_dir: {self.backup_dir!r} must be its own directory")
+        check_positive(self.retention_days, "retention_days", 1)
+        check_cron_schedule(self.schedule, "schedule")
+        for field in ("postgres_container", "redis_container", "minio_container", "db_name", "db_user",
+                      "redis_aof_dirname", "redis_aof_filename"):
+            check_ident(getattr(self, field), field)
+        check_path(self.minio_data_path, "minio_data_path")
+        check_path(self.redis_data_path, "redis_data_path")
+        if self.minio_data_path.rstrip("/") == "" or self.redis_data_path.rstrip("/") == "":
+            raise ValueError("data paths must not be /")
+        if isinstance(self.app_containers, str):
+            raise ValueError("app_containers: a tuple of container names is required")
+        for i, c in enumerate(self.app_containers):
+            check_ident(c, f"app_containers[{i}]")
+
+    @property
+    def backup_script_path(self) -> str:
+        return f"{self.install_dir.rstrip('/')}/bin/backup.sh"
+
+    @property
+    def restore_script_path(self) -> str:
+        return f"{self.install_dir.rstrip('/')}/bin/restore.sh"
+
+    @property
+    def log_file(self) -> str:
+        return f"{self.install_dir.rstrip('/')}/logs/backup.log"
+
+
+CRON_FILE_PATH = "/etc/cron.d/ai-meeting-backup"  # no dots in the name: cron ignores such files
+
+
+def render_backup_script(s: BackupSettings) -> str:
+    return render("backup.sh.j2", s=s)
+
+
+def render_restore_script(s: BackupSettings) -> str:
+    return render("restore.sh.j2", s=s)
+
+
+def render_backup_cron(s: BackupSettings) -> str:
+    return render("backup.cron.j2", s=s, lock_file="/run/lock/ai-meeting-backup.lock",
+                  script_path=s.backup_script_path)
