@@ -1,0 +1,16 @@
+"""AI Meeting: load and validate the stack config, build the stack, export its outputs."""
+
+import pulumi
+
+from components.stack import AiMeetingStack
+from config import ConfigError, load_stack_config
+
+try:
+    cfg = load_stack_config()
+except ConfigError as err:
+    # RunError prints the message alone: no traceback, and nothing has been declared yet.
+    raise pulumi.RunError(str(err)) from None
+
+stack = AiMeetingStack("ai-meeting", cfg)
+for key, value in stack.outputs.items():
+    pulumi.export(key, value)

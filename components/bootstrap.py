@@ -1,0 +1,83 @@
+"""Server bootstrap over SSH (R1, R2, R3, R18), prod only.
+
+One remote command per step, each carrying the sha256 of its script in `triggers`, so a
+changed step re-runs alone and an unchanged one never re-runs (pulumi-command #37). Steps
+run in order; scripts are idempotent, so an interrupted `up` is finished by the next one.
+"""
+
+from __future__ import annotations
+
+import pulumi
+import pulumi_command as command
+
+from config.model import SshTarget, StackConfig
+from render.bootstrap import BootstrapSettings, BootstrapStep, render_bootstrap_steps
+
+from .target import sha256
+
+
+def bootstrap_settings(cfg: StackConfig) -> BootstrapSettings:
+    assert isinstance(cfg.target, SshTarget)
+    b = cfg.bootstrap
+    return BootstrapSettings(
+        deploy_user=cfg.target.user,
+        timezone=cfg.timezone,
+        ssh_port=cfg.target.port,
+        allowed_tcp_ports=tuple(sorted({cfg.target.port, *b.allowed_tcp_ports})),
+        install_dir=cfg.install_dir,
+        min_cpus=b.min_cpus,
+        min_memory_gb=b.min_memory_gb,
+        min_disk_gb=b.min_disk_gb,
+        preflight_mode=b.preflight_mode,
+        letsencrypt=cfg.tls.mode == "letsencrypt",
+    )
+
+
+def bootstrap_steps(cfg: StackConfig) -> list[BootstrapStep]:
+    steps = render_bootstrap_steps(bootstrap_settings(cfg))
+    if not cfg.bootstrap.harden_ssh:
+        steps = [s for s in steps if s.name != "hardening"]
+    return steps
+
+
+class Bootstrap(pulumi.ComponentResource):
+    steps: list[command.remote.Command]
+    done: pulumi.Output[str]
+    preflight_report: pulumi.Output[str]
+
+    def __init__(
+        self,
+        name: str,
+        cfg: StackConfig,
+        connection: command.remote.ConnectionArgs,
+        opts: pulumi.ResourceOptions | None = None,
+    ):
+        super().__init__("ai-meeting:bootstrap:Bootstrap", name, None, opts)
+        self.steps = []
+        previous: list[pulumi.Resource] = []
+        report: pulumi.Output[str] = pulumi.Output.from_input("")
+        for step in bootstrap_steps(cfg):
+            cmd = command.remote.Command(
+                f"bootstrap-{step.name}",
+                connection=connection,
+                # The script goes over stdin: nothing of it lands in the server's process list.
+                create="sudo -n bash -s",
+                stdin=step.script,
+                triggers=[sha256(step.script)],
+                opts=pulumi.ResourceOptions(parent=self, depends_on=previous),
+            )
+            if step.name == "preflight":
+                report = cmd.stdout
+            self.steps.append(cmd)
+            previous = [cmd]
+        self.preflight_report = report
+        # Resolves only when the last step finished: the Docker provider waits on it.
+        self.done = pulumi.Output.all(*[s.id for s in self.steps]).apply(lambda ids: sha256(",".join(ids)))
+        report.apply(_warn_on_preflight)
+        self.register_outputs({"steps": [s.name for s in bootstrap_steps(cfg)], "preflight": report})
+
+
+def _warn_on_preflight(text: str) -> None:
+    warnings = [line for line in (text or "").splitlines() if "WARN" in line]
+    for line in warnings:
+        pulumi.log.warn(f"preflight: {line.strip()}")

@@ -1,0 +1,146 @@
+"""The whole AI Meeting stack: wires the components in dependency order."""
+
+from __future__ import annotations
+
+import pulumi
+
+from config.model import StackConfig
+
+from .api import Api, ApiSecrets
+from .backups import Backups
+from .bootstrap import Bootstrap
+from .datastores import Minio, Placement, Postgres, Redis
+from .images import Images
+from .monitoring import Monitoring
+from .network import NetworkAndData
+from .proxy import Proxy
+from .secrets import Secrets
+from .target import HostShell, make_docker_provider, ssh_connection
+from .tls import Tls
+from .web import Web
+
+
+class AiMeetingStack(pulumi.ComponentResource):
+    def __init__(self, name: str, cfg: StackConfig, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("ai-meeting:stack:AiMeeting", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        stack = pulumi.get_stack()
+
+        connection = ssh_connection(cfg.target) if cfg.target.kind == "ssh" else None  # type: ignore[arg-type]
+        self.bootstrap = Bootstrap("bootstrap", cfg, connection, child) if connection else None
+        ready = self.bootstrap.done if self.bootstrap else None
+        bootstrap_done = self.bootstrap.steps[-1:] if self.bootstrap else []
+        provider = make_docker_provider(cfg, stack, ready=ready, opts=child)
+        shell = HostShell(cfg, connection)
+
+        self.secrets = Secrets("secrets", cfg, child)
+        self.tls = Tls("tls", cfg, shell, bootstrap_done, child)
+        data = NetworkAndData("network", cfg, provider, child)
+        images = Images("images", cfg, provider, child)
+        net = data.network_name
+
+        def place(service: str) -> Placement:
+            return Placement(cfg, provider, net, images.ids[service], data.volumes[service])
+
+        self.postgres = Postgres("postgres", place("postgres"), self.secrets.db_password, child)
+        self.redis = Redis("redis", place("redis"), self.secrets.redis_password, child)
+        self.minio = Minio("minio", place("minio"), self.secrets.minio_password, shell, child)
+
+        s = self.secrets
+        api_secrets = pulumi.Output.all(
+            s.db_password, s.redis_password, s.minio_password, s.turn_password, s.jwt_secret
+        ).apply(lambda v: ApiSecrets(*v, smtp_password=cfg.smtp.password.get_secret_value()))
+        self.api = Api(
+            "api",
+            cfg=cfg,
+            provider=provider,
+            network_name=net,
+            image=images.ids["api"],
+            secrets=api_secrets,
+            shell=shell,
+            depends_on=[self.postgres.container, self.redis.container, self.minio.container, self.minio.bucket_ready],
+            opts=child,
+        )
+        self.web = Web(
+            "web", cfg=cfg, provider=provider, network_name=net, image=images.ids["web"],
+            depends_on=[*self.api.replicas], opts=child,
+        )
+        self.proxy = Proxy(
+            "proxy",
+            cfg=cfg,
+            provider=provider,
+            network_name=net,
+            image=images.ids["nginx"],
+            tls_material=self.tls.material,
+            api_replicas=self.api.replicas,
+            api_upstreams=self.api.upstreams,
+            web=self.web.container,
+            web_upstream=self.web.upstream,
+            shell=shell,
+            depends_on=[self.api.migrations] if self.api.migrations else [],
+            opts=child,
+        )
+        self.backups = (
+            Backups("backups", cfg, shell, [self.postgres.container, self.redis.container, self.minio.container], child)
+            if cfg.backup.enabled and cfg.is_remote
+            else None
+        )
+        self.monitoring = (
+            Monitoring(
+                "monitoring", cfg=cfg, provider=provider, network_name=net,
+                prometheus_image=images.ids["prometheus"], grafana_image=images.ids["grafana"],
+                depends_on=self.api.replicas, opts=child,
+            )
+            if cfg.monitoring.enabled
+            else None
+        )
+        self.outputs = stack_outputs(cfg, self)
+        self.register_outputs(self.outputs)
+
+
+def public_url(cfg: StackConfig) -> str:
+    port = cfg.nginx.https_port
+    return f"https://{cfg.canonical_domain}" + ("" if port == 443 else f":{port}")
+
+
+def stack_outputs(cfg: StackConfig, stack: "AiMeetingStack") -> dict[str, object]:
+    """What other stacks read with StackReference (README: Outputs). Names are a contract:
+    add, don't rename."""
+    s = stack.secrets
+    db = cfg.database
+    url = public_url(cfg)
+    outputs: dict[str, object] = {
+        "environment": cfg.environment,
+        "public_url": url,
+        "api_url": f"{url}/api",
+        "websocket_url": url.replace("https://", "wss://", 1) + "/ws/",
+        "health_url": f"{url}/health",
+        "api_health_url": f"{url}/api/health",
+        "tls_mode": cfg.tls.mode,
+        "api_replicas": cfg.api.replicas,
+        "network": f"{cfg.name_prefix}-network",
+        "internal_endpoints": {
+            "postgres": "postgres:5432",
+            "redis": "redis:6379",
+            "minio": "minio:9000",
+            "api": stack.api.upstreams,
+            "web": stack.web.upstream,
+        },
+        "database_url": pulumi.Output.secret(
+            pulumi.Output.concat("postgresql://", db.user, ":", s.db_password, "@postgres:5432/", db.name)
+        ),
+        "redis_url": pulumi.Output.secret(pulumi.Output.concat("redis://:", s.redis_password, "@redis:6379")),
+        "minio": {
+            "endpoint": "http://minio:9000",
+            "bucket": cfg.minio.bucket,
+            "access_key": cfg.minio.root_user,
+            "secret_key": pulumi.Output.secret(s.minio_password),
+        },
+        "backup": {"enabled": stack.backups is not None, "schedule": cfg.backup.schedule, "retention_days": cfg.backup.retention_days},
+    }
+    if stack.monitoring:
+        outputs["grafana_url"] = stack.monitoring.grafana_url
+        outputs["grafana_admin_password"] = pulumi.Output.secret(stack.monitoring.grafana_admin_password)
+    if stack.bootstrap:
+        outputs["preflight_report"] = stack.bootstrap.preflight_report
+    return outputs

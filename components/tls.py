@@ -1,0 +1,120 @@
+"""TLS for nginx (R13): self-signed for dev/test, Let's Encrypt on the server, or the
+operator's own certificate.
+
+Self-signed and provided certificates are put into the nginx container (their key is a
+secret in state). Let's Encrypt certificates live on the server under <install_dir>/ssl,
+written by certbot and its deploy hook, and nginx mounts that directory.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_tls as tls
+
+from config.model import StackConfig
+from render.certbot import (
+    CertbotSettings,
+    render_certbot_cron,
+    render_certbot_deploy_hook,
+    render_certbot_issue_script,
+)
+
+from .target import HostShell, install_files_script, sha256
+
+CERT_DIR_IN_NGINX = "/etc/nginx/ssl"
+
+
+@dataclass
+class TlsMaterial:
+    """What nginx needs: either PEM contents to upload, or a host directory to mount."""
+
+    certificate_pem: pulumi.Output[str] | None
+    private_key_pem: pulumi.Output[str] | None
+    host_dir: str | None
+    acme_webroot: str | None
+    ready: pulumi.Output[str]  # resolves once the certificate exists
+
+
+def certbot_settings(cfg: StackConfig) -> CertbotSettings:
+    return CertbotSettings(
+        domains=tuple(cfg.domains),
+        email=cfg.tls.email or "",
+        install_dir=cfg.install_dir,
+        webroot=f"{cfg.install_dir}/acme",
+        acme_server=cfg.tls.acme_server,
+        nginx_container=cfg.container_name("nginx"),
+    )
+
+
+class Tls(pulumi.ComponentResource):
+    material: TlsMaterial
+
+    def __init__(
+        self,
+        name: str,
+        cfg: StackConfig,
+        shell: HostShell,
+        bootstrap_done: list[pulumi.Resource],
+        opts: pulumi.ResourceOptions | None = None,
+    ):
+        super().__init__("ai-meeting:tls:Tls", name, None, opts)
+        mode = cfg.tls.mode
+        if mode == "self-signed":
+            key = tls.PrivateKey(
+                "tls-key", algorithm="ECDSA", ecdsa_curve="P256", opts=pulumi.ResourceOptions(parent=self)
+            )
+            cert = tls.SelfSignedCert(
+                "tls-cert",
+                private_key_pem=key.private_key_pem,
+                subject=tls.SelfSignedCertSubjectArgs(common_name=cfg.canonical_domain, organization="AI Meeting"),
+                dns_names=list(cfg.domains),
+                ip_addresses=["127.0.0.1"] if "localhost" in cfg.domains else [],
+                validity_period_hours=cfg.tls.self_signed_validity_hours,
+                early_renewal_hours=720,  # a later `up` within 30 days of expiry issues a new one
+                allowed_uses=["key_encipherment", "digital_signature", "server_auth"],
+                opts=pulumi.ResourceOptions(parent=self),
+            )
+            self.material = TlsMaterial(
+                certificate_pem=cert.cert_pem,
+                private_key_pem=pulumi.Output.secret(key.private_key_pem),
+                host_dir=None,
+                acme_webroot=None,
+                ready=cert.id,
+            )
+        elif mode == "provided":
+            assert cfg.tls.certificate and cfg.tls.private_key  # validated by the model
+            self.material = TlsMaterial(
+                certificate_pem=pulumi.Output.from_input(cfg.tls.certificate.get_secret_value()),
+                private_key_pem=pulumi.Output.secret(cfg.tls.private_key.get_secret_value()),
+                host_dir=None,
+                acme_webroot=None,
+                ready=pulumi.Output.from_input("provided"),
+            )
+        else:
+            settings = certbot_settings(cfg)
+            files = {
+                "issue-cert": render_certbot_issue_script(settings),
+                "certbot-deploy-hook": render_certbot_deploy_hook(settings),
+            }
+            cron = render_certbot_cron(settings)
+            bin_dir = f"{cfg.install_dir}/bin"
+            install = install_files_script(files, bin_dir, cron_name="ai-meeting-certbot", cron=cron)
+            ca_env = f"REQUESTS_CA_BUNDLE={cfg.tls.acme_ca_bundle} " if cfg.tls.acme_ca_bundle else ""
+            # Issue before nginx exists (certbot --standalone on :80); later runs only re-copy.
+            issue = shell.run(
+                "certbot-issue",
+                f"{install}\nsudo {ca_env}{bin_dir}/issue-cert",
+                parent=self,
+                triggers=[sha256(install), ",".join(cfg.domains), cfg.tls.acme_server or ""],
+                depends_on=bootstrap_done,
+            )
+            self.material = TlsMaterial(
+                certificate_pem=None,
+                private_key_pem=None,
+                host_dir=f"{cfg.install_dir}/ssl",
+                acme_webroot=settings.webroot,
+                ready=issue.id,  # type: ignore[attr-defined]
+            )
+        self.register_outputs({"mode": mode})

@@ -1,0 +1,430 @@
+"""The whole stack configuration as one pydantic model.
+
+Every key an operator can set lives here, with its default and its rule. The model is
+validated as a whole before any resource is declared, so bad input never half-applies.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal, Union
+from zoneinfo import available_timezones
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
+
+# Hostnames as RFC 1123 labels; "localhost" is allowed for dev.
+_HOSTNAME = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$")
+# A Docker image reference with an explicit tag or digest: registry/path:tag or path@sha256:...
+_IMAGE = re.compile(
+    r"^(?P<name>[a-z0-9]+(?:[._-][a-z0-9]+)*(?::[0-9]+)?(?:/[a-z0-9]+(?:[._-]+[a-z0-9]+)*)*)"
+    r"(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}))?(?:@(?P<digest>sha256:[a-f0-9]{64}))?$"
+)
+_CRON_FIELD = r"(\*|[0-9]+(-[0-9]+)?)(/[0-9]+)?(,(\*|[0-9]+(-[0-9]+)?)(/[0-9]+)?)*"
+_CRON = re.compile(rf"^{_CRON_FIELD}( {_CRON_FIELD}){{4}}$")
+_DURATION = re.compile(r"^[1-9][0-9]*[smhdw]$")  # the app's JWT lifetimes: 15m, 7d, 30d
+_SIZE = re.compile(r"^[1-9][0-9]*(kb|mb|gb)$")  # Redis memory sizes
+_IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")  # PostgreSQL identifiers we accept unquoted
+_BUCKET = re.compile(r"^(?!xn--)(?!.*\.\.)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+
+Hostname = Annotated[str, Field(min_length=1, max_length=253)]
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+class Strict(BaseModel):
+    """Unknown keys are errors: a typo must not silently fall back to a default."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_hostname(value: str) -> str:
+    if not _HOSTNAME.match(value):
+        raise ValueError(f"'{value}' is not a valid lower-case host name (letters, digits, '-', '.')")
+    return value
+
+
+# --- where the stack runs ---------------------------------------------------------------
+
+
+class LocalTarget(Strict):
+    """The operator's own Docker engine (dev)."""
+
+    kind: Literal["local"] = "local"
+    docker_host: str = "unix:///var/run/docker.sock"
+
+    @field_validator("docker_host")
+    @classmethod
+    def _socket_or_tcp(cls, v: str) -> str:
+        if not re.match(r"^(unix|tcp|npipe)://", v):
+            raise ValueError("must start with unix://, tcp:// or npipe:// (use kind: ssh for a server)")
+        return v
+
+
+class SshTarget(Strict):
+    """A server reached over SSH (prod): bootstrapped, then Docker over ssh://."""
+
+    kind: Literal["ssh"] = "ssh"
+    host: str
+    port: Port = 22
+    user: str = Field(default="deploy", pattern=r"^[a-z_][a-z0-9_-]{0,31}$")
+    private_key: SecretStr
+    # Pin the server's host key (a known_hosts line's key part, e.g. "ssh-ed25519 AAAA...").
+    # Without it the first connection is trusted and remembered (accept-new).
+    host_key: str | None = None
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, v: str) -> str:
+        if re.match(r"^[0-9.]+$", v) or ":" in v:
+            return v  # an IPv4/IPv6 literal
+        return _check_hostname(v)
+
+    @field_validator("private_key")
+    @classmethod
+    def _pem(cls, v: SecretStr) -> SecretStr:
+        if "PRIVATE KEY-----" not in v.get_secret_value():
+            raise ValueError("must be an OpenSSH/PEM private key (set it with `pulumi config set --secret`)")
+        return v
+
+    @property
+    def docker_host(self) -> str:
+        return f"ssh://{self.user}@{self.host}:{self.port}"
+
+
+Target = Annotated[Union[LocalTarget, SshTarget], Field(discriminator="kind")]
+
+
+# --- TLS (R13) ------------------------------------------------------------------------
+
+
+class TlsConfig(Strict):
+    mode: Literal["self-signed", "letsencrypt", "provided"] = "self-signed"
+    email: str | None = None  # Let's Encrypt account e-mail
+    acme_server: str | None = None  # None = Let's Encrypt production; set to a staging/test CA
+    acme_ca_bundle: str | None = None  # path on the server to trust a test CA (pebble)
+    certificate: SecretStr | None = None  # PEM chain, for mode "provided"
+    private_key: SecretStr | None = None  # PEM key, for mode "provided"
+    self_signed_validity_hours: int = Field(default=8760, ge=24, le=87600)
+
+    @model_validator(mode="after")
+    def _mode_needs(self) -> "TlsConfig":
+        if self.mode == "letsencrypt" and not (self.email and re.match(r"^[^@\s]+@[^@\s]+\.[^@\s]+$", self.email)):
+            raise ValueError("tls.email: a valid e-mail is required when tls.mode is letsencrypt")
+        if self.mode == "provided":
+            missing = [k for k in ("certificate", "private_key") if getattr(self, k) is None]
+            if missing:
+                raise ValueError(
+                    f"tls.{missing[0]}: required when tls.mode is provided (set with `pulumi config set --secret`)"
+                )
+            if "BEGIN CERTIFICATE" not in self.certificate.get_secret_value():  # type: ignore[union-attr]
+                raise ValueError("tls.certificate: must be a PEM certificate chain")
+            if "PRIVATE KEY" not in self.private_key.get_secret_value():  # type: ignore[union-attr]
+                raise ValueError("tls.private_key: must be a PEM private key")
+        return self
+
+
+# --- images ---------------------------------------------------------------------------
+
+
+class Images(Strict):
+    """One pinned image per service. `latest` or a missing tag is refused: a moving tag
+    replaces containers at random and makes rollbacks impossible."""
+
+    pull: bool = True  # False: use images already on the target (air-gapped hosts, local builds)
+    postgres: str = "postgres:14-alpine"
+    redis: str = "redis:7.2-alpine"
+    minio: str = "minio/minio:RELEASE.2025-04-22T22-12-26Z"
+    mc: str = "minio/mc:RELEASE.2025-04-16T18-13-26Z"
+    nginx: str = "nginx:1.27-alpine"
+    api: str = "ghcr.io/your-org/ai-meeting/api:0.1.0"
+    web: str = "ghcr.io/your-org/ai-meeting/web:0.1.0"
+    prometheus: str = "prom/prometheus:v2.53.0"
+    grafana: str = "grafana/grafana:11.1.0"
+
+    @field_validator("postgres", "redis", "minio", "mc", "nginx", "api", "web", "prometheus", "grafana")
+    @classmethod
+    def _pinned(cls, v: str) -> str:
+        m = _IMAGE.match(v)
+        if not m:
+            raise ValueError(f"'{v}' is not a valid image reference (name:tag or name@sha256:digest)")
+        if not m.group("tag") and not m.group("digest"):
+            raise ValueError(f"'{v}' has no tag: pin a version, e.g. '{v}:1.2.3'")
+        if m.group("tag") == "latest" and not m.group("digest"):
+            raise ValueError(f"'{v}' uses 'latest': pin a version so re-runs are repeatable")
+        return v
+
+
+# --- per-service resources --------------------------------------------------------------
+
+
+class Limits(Strict):
+    cpus: float = Field(gt=0, le=64)
+    memory_mb: int = Field(ge=64, le=262144)
+
+
+class Resources(Strict):
+    postgres: Limits = Limits(cpus=2, memory_mb=2048)
+    redis: Limits = Limits(cpus=1, memory_mb=2560)  # above maxmemory 2gb: room for fork/AOF rewrite
+    minio: Limits = Limits(cpus=1, memory_mb=1024)
+    api: Limits = Limits(cpus=2, memory_mb=2048)  # the plan: 2 CPU / 2G per API
+    web: Limits = Limits(cpus=0.5, memory_mb=256)
+    nginx: Limits = Limits(cpus=1, memory_mb=256)
+    monitoring: Limits = Limits(cpus=0.5, memory_mb=512)
+
+
+# --- application settings (R5) ---------------------------------------------------------
+
+
+class ApiConfig(Strict):
+    replicas: int = Field(default=1, ge=1, le=20)
+    port: Port = 3000
+    health_path: str = Field(default="/health", pattern=r"^/[A-Za-z0-9/_.-]*$")
+    # One-shot migrations run in the API image after the database is healthy (§7.2).
+    migrate_command: list[str] = Field(default_factory=lambda: ["npm", "run", "migration:run"], min_length=1)
+    run_migrations: bool = True
+
+
+class AppSettings(Strict):
+    node_env: Literal["production", "development", "test"] = "production"
+    log_level: Literal["fatal", "error", "warn", "info", "debug", "trace"] = "info"
+    log_format: Literal["json", "text"] = "json"
+    jwt_expires_in: str = "7d"
+    refresh_token_expires_in: str = "30d"
+    enable_metrics: bool = True
+    metrics_port: Port = 9090
+
+    @field_validator("jwt_expires_in", "refresh_token_expires_in")
+    @classmethod
+    def _duration(cls, v: str) -> str:
+        if not _DURATION.match(v):
+            raise ValueError(f"'{v}' is not a duration like 15m, 12h, 7d")
+        return v
+
+
+class DatabaseConfig(Strict):
+    name: str = "ai_meeting"
+    user: str = "ai_meeting"
+
+    @field_validator("name", "user")
+    @classmethod
+    def _ident(cls, v: str) -> str:
+        if not _IDENT.match(v):
+            raise ValueError(f"'{v}' must be a lower-case identifier (a-z, 0-9, _; not starting with a digit)")
+        return v
+
+
+class RedisConfig(Strict):
+    maxmemory: str = "2gb"
+    maxmemory_policy: Literal[
+        "noeviction", "allkeys-lru", "allkeys-lfu", "allkeys-random",
+        "volatile-lru", "volatile-lfu", "volatile-random", "volatile-ttl",
+    ] = "allkeys-lru"
+    appendonly: bool = True
+
+    @field_validator("maxmemory")
+    @classmethod
+    def _size(cls, v: str) -> str:
+        if not _SIZE.match(v.lower()):
+            raise ValueError(f"'{v}' is not a size like 512mb or 2gb")
+        return v.lower()
+
+
+class MinioConfig(Strict):
+    root_user: str = Field(default="minioadmin", min_length=3, max_length=64)
+    bucket: str = "ai-meeting-recordings"
+    console: bool = True
+
+    @field_validator("bucket")
+    @classmethod
+    def _bucket(cls, v: str) -> str:
+        if not _BUCKET.match(v):
+            raise ValueError(f"'{v}' is not a valid S3 bucket name (3-63 of a-z, 0-9, '.', '-')")
+        return v
+
+
+class SmtpConfig(Strict):
+    host: str = "smtp.example.com"
+    port: Port = 587
+    user: str = ""
+    password: SecretStr = SecretStr("")
+
+
+class WebRtcConfig(Strict):
+    stun_servers: list[str] = Field(default_factory=lambda: ["stun:stun.l.google.com:19302"], min_length=1)
+    turn_server: str = "turn:turn.example.com:3478"
+    turn_username: str = "turnuser"
+
+    @field_validator("stun_servers")
+    @classmethod
+    def _stun(cls, v: list[str]) -> list[str]:
+        bad = [s for s in v if not s.startswith(("stun:", "stuns:"))]
+        if bad:
+            raise ValueError(f"{bad} must start with stun: or stuns:")
+        return v
+
+    @field_validator("turn_server")
+    @classmethod
+    def _turn(cls, v: str) -> str:
+        if not v.startswith(("turn:", "turns:")):
+            raise ValueError(f"'{v}' must start with turn: or turns:")
+        return v
+
+
+# --- operations ----------------------------------------------------------------------
+
+
+class BackupConfig(Strict):
+    enabled: bool = True
+    schedule: str = "0 2 * * *"  # nightly at 02:00 server time (§8.3)
+    retention_days: int = Field(default=30, ge=1, le=3650)
+    dir: str = "/opt/ai-meeting/backups"
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, v: str) -> str:
+        if not _CRON.match(v):
+            raise ValueError(f"'{v}' is not a 5-field cron schedule like '0 2 * * *'")
+        return v
+
+
+class MonitoringConfig(Strict):
+    enabled: bool = False
+    grafana_port: Port = 3002
+    prometheus_port: Port = 9091
+
+
+class BootstrapConfig(Strict):
+    """Server preparation over SSH (prod only): R1, R2, R3, R18."""
+
+    preflight_mode: Literal["warn", "fail"] = "warn"
+    min_cpus: int = Field(default=4, ge=1)
+    min_memory_gb: int = Field(default=8, ge=1)
+    min_disk_gb: int = Field(default=100, ge=1)
+    allowed_tcp_ports: list[Port] = Field(default_factory=lambda: [22, 80, 443], min_length=1)
+    harden_ssh: bool = True
+
+
+class LoopbackPorts(Strict):
+    """Host ports on 127.0.0.1 for operators (psql, redis-cli, the MinIO console through an
+    SSH tunnel). null: don't publish. API replica i gets api + i - 1."""
+
+    postgres: Port | None = 5432
+    redis: Port | None = 6379
+    minio: Port | None = 9000
+    minio_console: Port | None = 9001
+    api: Port | None = 3000
+
+
+class WebConfig(Strict):
+    port: Port = 80  # the port the web image listens on inside its container
+
+
+class NginxConfig(Strict):
+    worker_connections: int = Field(default=2048, ge=64, le=65535)
+    client_max_body_size: str = Field(default="100M", pattern=r"^[1-9][0-9]*[kKmMgG]?$")
+    http_port: Port = 80
+    https_port: Port = 443
+    # Address the public ports bind to. 0.0.0.0 on a server; 127.0.0.1 keeps a laptop private.
+    bind_address: str = Field(default="0.0.0.0", pattern=r"^[0-9.]+$")
+
+
+# --- the whole stack -------------------------------------------------------------------
+
+
+class StackConfig(Strict):
+    environment: Literal["dev", "staging", "prod"]
+    target: Target = LocalTarget()
+    domains: list[str] = Field(default_factory=lambda: ["localhost"], min_length=1)
+    timezone: str = "Asia/Shanghai"
+    install_dir: str = Field(default="/opt/ai-meeting", pattern=r"^/[A-Za-z0-9/_.-]+$")
+    # Names of containers, the network and volumes: `<prefix>-postgres` etc.
+    name_prefix: str = Field(default="ai-meeting", pattern=r"^[a-z][a-z0-9-]{1,30}$")
+    tls: TlsConfig = TlsConfig()
+    images: Images = Images()
+    resources: Resources = Resources()
+    api: ApiConfig = ApiConfig()
+    app: AppSettings = AppSettings()
+    database: DatabaseConfig = DatabaseConfig()
+    redis: RedisConfig = RedisConfig()
+    minio: MinioConfig = MinioConfig()
+    smtp: SmtpConfig = SmtpConfig()
+    webrtc: WebRtcConfig = WebRtcConfig()
+    backup: BackupConfig = BackupConfig()
+    monitoring: MonitoringConfig = MonitoringConfig()
+    bootstrap: BootstrapConfig = BootstrapConfig()
+    nginx: NginxConfig = NginxConfig()
+    web: WebConfig = WebConfig()
+    loopback_ports: LoopbackPorts = LoopbackPorts()
+    # Protect data volumes and secrets from `up`/`destroy` (default: on in prod).
+    protect_data: bool | None = None
+    # Allow a self-signed certificate in prod (an internal server with its own PKI, say).
+    allow_self_signed_in_prod: bool = False
+
+    @field_validator("domains")
+    @classmethod
+    def _domains(cls, v: list[str]) -> list[str]:
+        for d in v:
+            _check_hostname(d)
+        if len(set(v)) != len(v):
+            raise ValueError("duplicate domain")
+        return v
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        if v not in available_timezones():
+            raise ValueError(f"'{v}' is not an IANA time zone such as Asia/Shanghai or UTC")
+        return v
+
+    @model_validator(mode="after")
+    def _environment_rules(self) -> "StackConfig":
+        if self.environment == "prod":
+            if self.tls.mode == "self-signed" and not self.allow_self_signed_in_prod:
+                raise ValueError(
+                    "tls.mode: prod needs letsencrypt or provided "
+                    "(or set allow_self_signed_in_prod: true on purpose)"
+                )
+        if self.tls.mode == "letsencrypt":
+            if self.target.kind != "ssh":
+                raise ValueError("tls.mode: letsencrypt runs certbot on a server: it needs target.kind ssh")
+            if any(d == "localhost" for d in self.domains):
+                raise ValueError("domains: Let's Encrypt cannot issue for localhost")
+        if isinstance(self.target, SshTarget) and self.target.user == "root" and self.bootstrap.harden_ssh:
+            raise ValueError(
+                "target.user: the bootstrap turns off root SSH login; connect as a sudo user such as 'deploy'"
+            )
+        ports = {self.nginx.http_port, self.nginx.https_port}
+        if len(ports) != 2:
+            raise ValueError("nginx.https_port: must differ from nginx.http_port")
+        published = [p for p in self.loopback_ports.model_dump().values() if p is not None]
+        if self.loopback_ports.api is not None:
+            published += [self.loopback_ports.api + i for i in range(1, self.api.replicas)]
+        published += [self.nginx.http_port, self.nginx.https_port]
+        if self.monitoring.enabled:
+            published += [self.monitoring.grafana_port, self.monitoring.prometheus_port]
+        clashes = sorted({p for p in published if published.count(p) > 1})
+        if clashes:
+            raise ValueError(f"loopback_ports: host port(s) {clashes} are used twice (API replicas take consecutive ports)")
+        return self
+
+    # Derived settings: one place decides them, components only read.
+    @property
+    def protect(self) -> bool:
+        return self.environment == "prod" if self.protect_data is None else self.protect_data
+
+    @property
+    def canonical_domain(self) -> str:
+        return self.domains[0]
+
+    @property
+    def is_remote(self) -> bool:
+        return self.target.kind == "ssh"
+
+    def container_name(self, service: str) -> str:
+        return f"{self.name_prefix}-{service}"

@@ -1,0 +1,170 @@
+"""The stack under Pulumi mocks: invariants of every container, dev vs prod, secrets."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from components.api import ApiSecrets, api_environment
+from tests.unit.harness import config, deploy
+
+SEED_ENV_KEYS = [
+    "NODE_ENV", "APP_PORT", "DATABASE_URL", "DB_HOST", "DB_PORT", "DB_NAME", "DB_USER", "DB_PASSWORD",
+    "REDIS_URL", "REDIS_HOST", "REDIS_PORT", "REDIS_PASSWORD", "JWT_SECRET", "JWT_EXPIRES_IN",
+    "REFRESH_TOKEN_EXPIRES_IN", "MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD", "MINIO_ENDPOINT", "MINIO_BUCKET",
+    "SMTP_HOST", "SMTP_PORT", "SMTP_USER", "SMTP_PASSWORD", "STUN_SERVERS", "TURN_SERVER", "TURN_USERNAME",
+    "TURN_PASSWORD", "ENABLE_METRICS", "METRICS_PORT", "LOG_LEVEL", "LOG_FORMAT",
+]
+
+
+@pytest.fixture(scope="module", params=["dev", "prod"])
+def deployed(request, tmp_path_factory, monkeypatch_module):
+    monkeypatch_module.setenv("AI_MEETING_CACHE", str(tmp_path_factory.mktemp("cache")))
+    return request.param, deploy(config(request.param))
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    mp = pytest.MonkeyPatch()
+    yield mp
+    mp.undo()
+
+
+def labels(c) -> dict[str, str]:
+    return {l["label"]: l["value"] for l in c.inputs.get("labels", [])}
+
+
+def test_every_container_keeps_the_invariants(deployed):
+    _, d = deployed
+    containers = d.recorder.containers()
+    assert containers
+    for c in containers:
+        where = f"container {c.name}"
+        assert c.inputs["restart"] == "unless-stopped", where
+        assert c.inputs["wait"] is True and c.inputs["waitTimeout"] >= 60, where
+        assert c.inputs["healthcheck"]["tests"][0] in ("CMD", "CMD-SHELL"), where
+        assert float(c.inputs["cpus"]) > 0 and c.inputs["memory"] >= 64, where
+        assert c.inputs["logDriver"] == "json-file" and c.inputs["logOpts"]["max-size"], where
+        assert labels(c)["ai-meeting.service"] and labels(c)["ai-meeting.kind"] == "service", where
+        assert c.inputs["image"].startswith("sha256:"), f"{where}: containers take the image id, not a tag"
+        assert c.provider and "docker" in c.provider, f"{where}: explicit provider"
+
+
+def test_only_nginx_listens_beyond_loopback(deployed):
+    _, d = deployed
+    for c in d.recorder.containers():
+        for p in c.inputs.get("ports", []):
+            if labels(c)["ai-meeting.service"] == "nginx":
+                assert p["internal"] in (80, 443)
+            else:
+                assert p["ip"] == "127.0.0.1", f"{c.name} publishes {p} beyond 127.0.0.1"
+
+
+def test_api_gets_every_seed_variable(deployed):
+    _, d = deployed
+    for api in [c for c in d.recorder.containers() if labels(c)["ai-meeting.service"] == "api"]:
+        env = dict(e.split("=", 1) for e in api.inputs["envs"])
+        missing = [k for k in SEED_ENV_KEYS if k not in env]
+        assert not missing, f"{api.name} lacks {missing}"
+        assert env["DATABASE_URL"] == f"postgresql://ai_meeting:{env['DB_PASSWORD']}@postgres:5432/ai_meeting"
+        assert env["REDIS_URL"] == f"redis://:{env['REDIS_PASSWORD']}@redis:6379"
+        assert len(env["DB_PASSWORD"]) >= 32 and len(env["JWT_SECRET"]) >= 64
+
+
+def test_nginx_upstream_lists_every_replica(deployed):
+    env, d = deployed
+    replicas = 3 if env == "prod" else 1
+    apis = [c for c in d.recorder.containers() if labels(c)["ai-meeting.service"] == "api"]
+    assert len(apis) == replicas
+    nginx = d.recorder.named("nginx")
+    conf = next(u["content"] for u in nginx.inputs["uploads"] if u["file"] == "/etc/nginx/nginx.conf")
+    upstream = re.search(r"upstream api_backend \{(.*?)\}", conf, re.S).group(1)
+    assert "least_conn" in upstream
+    assert sorted(re.findall(r"server (api-\d+):3000 max_fails=3", upstream)) == [f"api-{i}" for i in range(1, replicas + 1)]
+    aliases = sorted(a for c in apis for a in c.inputs["networksAdvanced"][0]["aliases"] if a.startswith("api-"))
+    assert aliases == [f"api-{i}" for i in range(1, replicas + 1)]
+
+
+def test_secrets_are_exported_only_as_secrets(deployed):
+    _, d = deployed
+    assert {"database_url", "redis_url"} <= d.secret_outputs
+    assert "public_url" not in d.secret_outputs
+    assert d.outputs["minio"]["access_key"] == "minioadmin"
+
+
+def test_outputs_other_stacks_use(deployed):
+    env, d = deployed
+    o = d.outputs
+    host = "localhost" if env == "dev" else "ai-meeting.com"
+    assert o["public_url"] == f"https://{host}"
+    assert o["api_url"] == f"https://{host}/api" and o["websocket_url"] == f"wss://{host}/ws/"
+    assert o["health_url"].endswith("/health") and o["api_replicas"] == (3 if env == "prod" else 1)
+    assert o["internal_endpoints"]["postgres"] == "postgres:5432"
+
+
+def test_dev_and_prod_differ_where_they_should(deployed):
+    env, d = deployed
+    rec = d.recorder
+    provider = rec.of_type("providers:docker")
+    assert len(provider) == 1
+    bootstrap = [r for r in rec.of_type("remote:Command") if r.name.startswith("bootstrap-")]
+    volumes = rec.of_type("volume:Volume")
+    assert {v.name for v in volumes} == {"postgres-data", "redis-data", "minio-data"}
+    if env == "dev":
+        assert provider[0].inputs["host"] == "unix:///var/run/docker.sock"
+        assert not bootstrap and not rec.of_type("remote:Command")
+        assert rec.of_type("selfSignedCert:SelfSignedCert")
+        assert all(not v.inputs.get("driverOpts") for v in volumes)
+    else:
+        assert provider[0].inputs["host"] == "ssh://deploy@203.0.113.10:22"
+        assert "-i" in provider[0].inputs["sshOpts"]
+        names = [b.name for b in bootstrap]
+        for step in ("bootstrap-packages", "bootstrap-docker", "bootstrap-firewall", "bootstrap-hardening", "bootstrap-preflight"):
+            assert step in names
+        assert not rec.of_type("selfSignedCert:SelfSignedCert")
+        assert any(r.name == "certbot-issue" for r in rec.of_type("remote:Command"))
+        assert any(r.name == "backup-install" for r in rec.of_type("remote:Command"))
+        assert all(v.inputs["driverOpts"]["device"].startswith("/opt/ai-meeting/data/") for v in volumes)
+
+
+def test_bootstrap_steps_carry_their_script_hash():
+    import hashlib
+
+    d = deploy(config("prod"))
+    for step in [r for r in d.recorder.of_type("remote:Command") if r.name.startswith("bootstrap-")]:
+        assert step.inputs["triggers"] == [hashlib.sha256(step.inputs["stdin"].encode()).hexdigest()]
+        assert step.inputs["create"] == "sudo -n bash -s"
+
+
+def test_ssh_key_file_is_private(tmp_path, monkeypatch):
+    monkeypatch.setenv("AI_MEETING_CACHE", str(tmp_path))
+    deploy(config("prod"))
+    key = tmp_path / "ssh" / "prod" / "id_deploy"
+    assert key.exists() and (key.stat().st_mode & 0o777) == 0o600
+    assert (key.parent.stat().st_mode & 0o777) == 0o700
+
+
+def test_api_environment_is_complete_and_pure():
+    env = api_environment(config(), ApiSecrets("db", "rd", "mi", "tu", "jw", "sm"))
+    assert [k for k in SEED_ENV_KEYS if k not in env] == []
+    assert env["MINIO_ENDPOINT"] == "minio:9000" and env["MINIO_BUCKET"] == "ai-meeting-recordings"
+    assert env["ENABLE_METRICS"] == "true" and env["METRICS_PORT"] == "9090"
+
+
+def test_monitoring_adds_grafana_on_3002():
+    d = deploy(config(monitoring={"enabled": True}))
+    grafana = d.recorder.named("grafana")
+    assert grafana.inputs["ports"][0]["external"] == 3002 and grafana.inputs["ports"][0]["ip"] == "127.0.0.1"
+    assert d.outputs["grafana_url"] == "http://127.0.0.1:3002"
+    assert "grafana_admin_password" in d.secret_outputs
+
+
+def test_container_inputs_holding_secrets_are_secret_in_state(deployed):
+    _, d = deployed
+    for name in ("postgres", "redis", "minio", "api-1"):
+        c = d.recorder.named(name)
+        assert "envs" in c.secret_inputs, f"{name}: its env holds a password and must be encrypted in state"
+    nginx = d.recorder.named("nginx")
+    if any(u["file"].endswith("privkey.pem") for u in nginx.inputs["uploads"]):
+        assert any(p.startswith("uploads") for p in nginx.secret_inputs)
