@@ -28,6 +28,7 @@ class NginxSite:
     # Ports nginx listens on inside its container (the published ports may differ).
     listen_http: int = 80
     listen_https: int = 443
+    listen_address: str | None = None  # e.g. "127.0.0.1"; None = all addresses (the container)
     user: str = "nginx"
     pid_path: str = "/var/run/nginx.pid"
     log_dir: str = "/var/log/nginx"
@@ -71,6 +72,8 @@ def validate_site(s: NginxSite) -> None:
     check_port(s.listen_https, "listen_https")
     if s.listen_http == s.listen_https:
         raise ValueError("listen_http and listen_https must differ")
+    if s.listen_address is not None and not re.fullmatch(r"\d{1,3}(\.\d{1,3}){3}", s.listen_address):
+        raise ValueError(f"listen_address: {s.listen_address!r} must be an IPv4 address")
     check_positive(s.worker_connections, "worker_connections", 16)
     check_positive(s.max_fails, "max_fails", 0)
     check_positive(s.hsts_max_age, "hsts_max_age", 0)
@@ -96,4 +99,6 @@ def redirect_base(s: NginxSite) -> str:
 
 def render_nginx_conf(site: NginxSite) -> str:
     validate_site(site)  # also checked at construction; dataclasses.replace re-runs it too
-    return render("nginx.conf.j2", s=site, redirect_base=redirect_base(site))
+    bind = f"{site.listen_address}:" if site.listen_address else ""
+    return render("nginx.conf.j2", s=site, redirect_base=redirect_base(site),
+                  listen_http=f"{bind}{site.listen_http}", listen_https=f"{bind}{site.listen_https}")

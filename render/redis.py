@@ -55,7 +55,9 @@ def render_redis_command(s: RedisSettings, password_env: str = "REDIS_PASSWORD")
         raise ValueError(f"password_env: {password_env!r} is not an environment variable name")
     args = " ".join(shlex.quote(a) for a in render_redis_args(s))
     # exec: redis-server becomes PID 1 and gets SIGTERM from `docker stop` (clean AOF/RDB save).
-    return ["sh", "-c", f'exec redis-server --requirepass "${password_env}" {args}']
+    # "$@" (after the $0 placeholder) lets a caller append arguments, e.g. --port in tests.
+    # Redis rewrites its process title at start, so the password does not stay visible in ps.
+    return ["sh", "-c", f'exec redis-server --requirepass "${password_env}" {args} "$@"', "redis-server"]
 
 
 def redis_healthcheck_test() -> list[str]:
