@@ -1,0 +1,178 @@
+"""The dev stack for real: `pulumi up` on the local Docker engine with the local images,
+everything checked from the outside, a no-op second run, scaling, and destroy.
+
+One module-scoped deployment; the tests run in file order and build on each other.
+"""
+
+from __future__ import annotations
+
+import json
+import ssl
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.e2e import netcheck
+from tests.e2e.engine import REPO, PulumiProject, require_engine, unavailable
+
+pytestmark = pytest.mark.e2e
+
+PREFIX = "aim-e2e"
+HTTP, HTTPS = 18080, 18443
+LOOPBACK = {"postgres": 15432, "redis": 16379, "minio": 19000, "minio_console": 19001, "api": 13000}
+
+
+def docker(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run(["docker", *args], capture_output=True, text=True, check=check)
+
+
+def stack_containers() -> list[dict]:
+    ids = docker("ps", "-aq", "--filter", "label=ai-meeting.stack=dev", "--filter", f"name=^{PREFIX}-|^api-").stdout.split()
+    return json.loads(docker("inspect", *ids).stdout) if ids else []
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    env = require_engine()
+    build = subprocess.run([str(REPO / "scripts" / "build-local-images")], capture_output=True, text=True)
+    if build.returncode != 0:
+        unavailable(f"local images could not be built:\n{build.stdout[-2000:]}\n{build.stderr[-2000:]}")
+    listening_before = netcheck.public_listeners()
+    p = PulumiProject(tmp_path_factory.mktemp("dev-stack"), "dev", env, stack_file="Pulumi.dev.yaml")
+    p.configure(
+        name_prefix=PREFIX,
+        nginx={"bind_address": "0.0.0.0", "http_port": HTTP, "https_port": HTTPS},
+        loopback_ports=LOOPBACK,
+    )
+    p.listening_before = listening_before  # type: ignore[attr-defined]
+    yield p
+    # Leave nothing behind even when a test failed half-way.
+    p.run("destroy", "--yes", "--stack", "dev", "--skip-preview", check=False, timeout=900)
+
+
+def test_up_brings_every_container_to_healthy(project):
+    project.preview()
+    project.up()
+    containers = stack_containers()
+    services = sorted(c["Config"]["Labels"]["ai-meeting.service"] for c in containers)
+    assert services == ["api", "minio", "nginx", "postgres", "redis", "web"], services
+    for c in containers:
+        assert c["State"]["Health"]["Status"] == "healthy", f"{c['Name']}: {c['State']}"
+        assert c["HostConfig"]["RestartPolicy"]["Name"] == "unless-stopped"
+        assert c["HostConfig"]["Memory"] > 0 and c["HostConfig"]["NanoCpus"] > 0
+
+
+def test_http_redirects_to_https(project):
+    status, headers = netcheck.http_get(HTTP, "/some/page?x=1")
+    assert status == 301
+    assert headers["location"] == f"https://localhost:{HTTPS}/some/page?x=1"
+
+
+def test_https_serves_the_web_app_with_security_headers(project):
+    status, headers, body = netcheck.https_get(HTTPS, "/")
+    assert status == 200 and "AI Meeting" in body
+    assert headers["x-frame-options"] == "SAMEORIGIN"
+    assert headers["x-content-type-options"] == "nosniff"
+    assert headers["x-xss-protection"] == "1; mode=block"
+    assert headers["strict-transport-security"].startswith("max-age=31536000")
+
+
+def test_only_tls_1_2_and_1_3(project):
+    assert netcheck.tls_handshake_ok(HTTPS, ssl.TLSVersion.TLSv1_2)
+    assert netcheck.tls_handshake_ok(HTTPS, ssl.TLSVersion.TLSv1_3)
+    assert not netcheck.tls_handshake_ok(HTTPS, ssl.TLSVersion.TLSv1_1)
+    assert not netcheck.tls_handshake_ok(HTTPS, ssl.TLSVersion.TLSv1)
+
+
+def test_health_endpoints_answer_through_nginx(project):
+    status, _, body = netcheck.https_get(HTTPS, "/health")
+    assert status == 200 and body.strip() == "healthy"
+    status, _, body = netcheck.https_get(HTTPS, "/api/health")
+    assert status == 200 and json.loads(body)["status"] == "ok"
+    status, _, body = netcheck.https_get(HTTPS, "/api/health/deps")
+    assert status == 200, body  # the API reaches postgres, redis and minio with the generated secrets
+
+
+def test_websocket_upgrades_and_echoes(project):
+    status, echoed = netcheck.websocket_echo(HTTPS, "/ws/", "hello meeting")
+    assert status == 101 and echoed == "hello meeting"
+
+
+def test_postgres_takes_the_generated_password_only(project):
+    url = project.outputs(show_secrets=True)["database_url"]
+    password = url.split(":")[2].split("@")[0]
+
+    def psql(pw: str, sql: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            ["psql", "-h", "127.0.0.1", "-p", str(LOOPBACK["postgres"]), "-U", "ai_meeting", "-d", "ai_meeting", "-tAc", sql],
+            env={"PGPASSWORD": pw, "PATH": "/usr/bin:/bin"}, capture_output=True, text=True,
+        )
+
+    ok = psql(password, "SELECT uuid_generate_v4() IS NOT NULL, current_setting('timezone')")
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.strip() == "t|Asia/Shanghai"
+    bad = psql("wrong-password", "SELECT 1")
+    assert bad.returncode != 0 and "password authentication failed" in bad.stderr
+    ext = psql(password, "SELECT count(*) FROM pg_extension WHERE extname IN ('uuid-ossp','pg_stat_statements')")
+    assert ext.stdout.strip() == "2"
+    migrated = psql(password, "SELECT count(*) > 0 FROM schema_migrations")
+    assert migrated.stdout.strip() == "t", f"migrations did not run: {migrated.stderr}"
+
+
+def test_redis_refuses_commands_without_the_password(project):
+    url = project.outputs(show_secrets=True)["redis_url"]
+    password = url.split(":")[2].split("@")[0]
+    cli = ["redis-cli", "-h", "127.0.0.1", "-p", str(LOOPBACK["redis"])]
+    anon = subprocess.run([*cli, "SET", "k", "v"], capture_output=True, text=True)
+    assert "NOAUTH" in anon.stdout + anon.stderr
+    authed = subprocess.run([*cli, "--no-auth-warning", "-a", password, "CONFIG", "GET", "maxmemory-policy"], capture_output=True, text=True)
+    assert "allkeys-lru" in authed.stdout
+
+
+def test_bucket_exists_and_objects_round_trip(project):
+    minio = project.outputs(show_secrets=True)["minio"]
+    container = f"{PREFIX}-minio"
+
+    def mc(secret: str, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+        alias = f"http://{minio['access_key']}:{secret}@127.0.0.1:9000"
+        return subprocess.run(
+            ["docker", "exec", "-i", "-e", f"MC_HOST_t={alias}", container, "mc", *args],
+            input=stdin, capture_output=True, text=True,
+        )
+
+    assert mc(minio["secret_key"], "ls", f"t/{minio['bucket']}").returncode == 0
+    assert mc(minio["secret_key"], "pipe", f"t/{minio['bucket']}/e2e.txt", stdin="recording-bytes").returncode == 0
+    got = mc(minio["secret_key"], "cat", f"t/{minio['bucket']}/e2e.txt")
+    assert got.stdout == "recording-bytes"
+    assert mc("not-the-secret", "ls", f"t/{minio['bucket']}").returncode != 0
+
+
+def test_only_nginx_listens_beyond_loopback(project):
+    new = netcheck.public_listeners() - project.listening_before
+    assert new == {HTTP, HTTPS}, f"ports listening beyond 127.0.0.1 besides nginx: {sorted(new - {HTTP, HTTPS})}"
+
+
+def test_second_preview_changes_nothing(project):
+    res = project.preview("--expect-no-changes", "--diff", check=False)
+    assert res.code == 0, f"a second preview wants changes:\n{res.stdout[-4000:]}"
+
+
+def test_scaling_to_three_replicas_spreads_requests(project):
+    project.configure(api={"replicas": 3, "migrate_command": ["ai-meeting-api", "migrate"]})
+    project.up()
+    assert project.outputs()["api_replicas"] == 3
+    seen = set()
+    for _ in range(45):
+        status, _, body = netcheck.https_get(HTTPS, "/api/whoami")
+        assert status == 200
+        seen.add(body.strip())
+    assert len(seen) == 3, f"nginx sent requests to {seen}"
+
+
+def test_destroy_removes_everything(project):
+    project.destroy()
+    assert stack_containers() == []
+    assert docker("network", "ls", "-q", "--filter", f"name={PREFIX}-network").stdout.strip() == ""
+    assert docker("volume", "ls", "-q", "--filter", f"name={PREFIX}-").stdout.strip() == ""
