@@ -1,0 +1,220 @@
+"""Every rendered shell script: bash -n and shellcheck -S style clean; cron files well formed;
+bootstrap/backup/certbot settings validation and the safe behaviours that need no server."""
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+
+import pytest
+
+from render.backup import BackupSettings, render_backup_cron, render_backup_script, render_restore_script
+from render.bootstrap import STEP_ORDER, BootstrapSettings, layout_dirs, render_bootstrap_steps
+from render.certbot import (CertbotSettings, render_certbot_cron, render_certbot_deploy_hook,
+                            render_certbot_issue_script)
+
+from conftest import check_cron_file, shell_check
+
+BOOTSTRAP_VARIANTS = {
+    "defaults": BootstrapSettings(deploy_user="deploy"),
+    "letsencrypt-fail": BootstrapSettings(deploy_user="ops", letsencrypt=True, preflight_mode="fail",
+                                          ssh_port=2222, allowed_tcp_ports=(80, 443), timezone="UTC",
+                                          install_dir="/srv/ai-meeting", prune_unused_images=True),
+    "small": BootstrapSettings(deploy_user="ubuntu", min_cpus=2, min_memory_gb=4, min_disk_gb=40,
+                               nofile=1048576, timezone="America/Argentina/Buenos_Aires"),
+}
+BACKUP_VARIANTS = {
+    "defaults": BackupSettings(),
+    "custom": BackupSettings(install_dir="/srv/am", backup_dir="/backup/am", retention_days=7,
+                             schedule="30 1 * * 1-5", app_containers=("ai-meeting-api-1", "ai-meeting-api-2"),
+                             redis_appendonly=False),
+}
+CERTBOT_VARIANTS = {
+    "prod": CertbotSettings(domains=("ai-meeting.com", "www.ai-meeting.com"), email="ops@ai-meeting.com"),
+    "pebble": CertbotSettings(domains=("ai-meeting.test",), email="ops@ai-meeting.test",
+                              acme_server="https://127.0.0.1:14000/dir", http_01_port=5002,
+                              extra_certbot_args=("--no-verify-ssl",), config_dir="/tmp/le/config"),
+}
+
+
+def all_scripts():
+    for v, s in BOOTSTRAP_VARIANTS.items():
+        for step in render_bootstrap_steps(s):
+            yield f"bootstrap-{v}-{step.name}", step.script
+    for v, s in BACKUP_VARIANTS.items():
+        yield f"backup-{v}", render_backup_script(s)
+        yield f"restore-{v}", render_restore_script(s)
+    for v, s in CERTBOT_VARIANTS.items():
+        yield f"certbot-issue-{v}", render_certbot_issue_script(s)
+        yield f"certbot-hook-{v}", render_certbot_deploy_hook(s)
+
+
+SCRIPTS = dict(all_scripts())
+
+
+@pytest.mark.parametrize("name", sorted(SCRIPTS))
+def test_script_is_clean(name, tmp_path):
+    script = SCRIPTS[name]
+    assert script.startswith("#!/usr/bin/env bash\n")
+    assert "set -euo pipefail" in script
+    shell_check(script, tmp_path, name + ".sh")
+
+
+@pytest.mark.parametrize("name", sorted(n for n in SCRIPTS if n.startswith("bootstrap-")))
+def test_bootstrap_scripts_noninteractive(name):
+    assert "export DEBIAN_FRONTEND=noninteractive" in SCRIPTS[name]
+
+
+def test_cron_files():
+    for s in BACKUP_VARIANTS.values():
+        jobs = check_cron_file(render_backup_cron(s))
+        assert len(jobs) == 1 and jobs[0].startswith(s.schedule + " root flock -n ")
+        assert s.backup_script_path in jobs[0]
+    for s in CERTBOT_VARIANTS.values():
+        jobs = check_cron_file(render_certbot_cron(s))
+        assert len(jobs) == 1 and " root certbot renew " in jobs[0]
+        assert f"--webroot -w {s.webroot}" in jobs[0] and f"--deploy-hook {s.deploy_hook_path}" in jobs[0]
+        assert ("--server" in jobs[0]) == bool(s.acme_server)
+    hardening = {st.name: st.script for st in render_bootstrap_steps(BOOTSTRAP_VARIANTS["defaults"])}["hardening"]
+    cron = hardening.split("<<'CRON' || true\n")[1].split("\nCRON\n")[0] + "\n"
+    jobs = check_cron_file(cron)
+    assert jobs == ["30 3 * * 0 root docker image prune --force >/dev/null 2>&1"]
+
+
+def test_prune_never_touches_volumes():
+    for s in BOOTSTRAP_VARIANTS.values():
+        for st in render_bootstrap_steps(s):
+            for line in st.script.splitlines():
+                if not line.lstrip().startswith("#"):
+                    assert "--volumes" not in line and "system prune" not in line, line
+
+
+def test_bootstrap_steps_and_order():
+    names = [st.name for st in render_bootstrap_steps(BOOTSTRAP_VARIANTS["defaults"])]
+    assert names == [n for n in STEP_ORDER if n != "certbot"]
+    names = [st.name for st in render_bootstrap_steps(BOOTSTRAP_VARIANTS["letsencrypt-fail"])]
+    assert names == list(STEP_ORDER)
+
+
+def test_bootstrap_content():
+    steps = {st.name: st.script for st in render_bootstrap_steps(BOOTSTRAP_VARIANTS["letsencrypt-fail"])}
+    assert "for port in 2222 80 443; do" in steps["firewall"]  # ssh port first, before enabling
+    assert steps["firewall"].index("ufw allow") < steps["firewall"].index("ufw --force enable")
+    assert "ubuntu:22.04) pkgs=(docker.io docker-compose-v2)" in steps["docker"]
+    assert "debian:12) pkgs=(docker.io docker-compose)" in steps["docker"]
+    assert "MODE=fail" in steps["preflight"]
+    assert "make_dir /srv/ai-meeting/ssl 0700 yes" in steps["layout"]
+    assert "make_dir /srv/ai-meeting/backups 0700 yes" in steps["layout"]
+    assert "make_dir /srv/ai-meeting/acme 0755 yes" in steps["layout"]
+    assert "PermitRootLogin no" in steps["hardening"] and "sshd -t" in steps["hardening"]
+    assert "APT::Periodic::Unattended-Upgrade \"1\";" in steps["hardening"]
+    assert "apt_install certbot" in steps["certbot"]
+    assert "DefaultLimitNOFILE=65536" in steps["limits"]
+    assert steps["timezone"].count("TZ_WANTED=UTC") == 1
+
+
+def test_layout_dirs_plan_4_1():
+    paths = {p for p, _, _ in layout_dirs(BOOTSTRAP_VARIANTS["defaults"])}
+    for sub in ("nginx", "ssl", "data/postgres", "data/redis", "data/minio", "logs/nginx", "logs/app", "bin", "backups"):
+        assert f"/opt/ai-meeting/{sub}" in paths
+
+
+@pytest.mark.parametrize("kw,match", [
+    ({"deploy_user": "root"}, "root"), ({"deploy_user": "Bad User"}, "deploy_user"),
+    ({"preflight_mode": "maybe"}, "preflight_mode"), ({"ssh_port": 0}, "ssh_port"),
+    ({"allowed_tcp_ports": ()}, "allowed_tcp_ports"), ({"timezone": "Asia/Shanghai; rm -rf /"}, "timezone"),
+    ({"install_dir": "/"}, "install_dir"), ({"install_dir": "relative"}, "install_dir"),
+    ({"min_docker_version": "latest"}, "min_docker_version"), ({"nofile": 10}, "nofile"),
+])
+def test_bootstrap_invalid(kw, match):
+    base = {"deploy_user": "deploy"}
+    base.update(kw)
+    with pytest.raises(ValueError, match=match):
+        BootstrapSettings(**base)
+
+
+@pytest.mark.parametrize("kw,match", [
+    ({"retention_days": 0}, "retention_days"), ({"schedule": "daily"}, "schedule"),
+    ({"schedule": "0 2 * *"}, "schedule"), ({"postgres_container": "pg; rm -rf /"}, "postgres_container"),
+    ({"backup_dir": "/"}, "backup_dir"), ({"db_name": "$(id)"}, "db_name"), ({"minio_data_path": "/"}, "data paths"),
+])
+def test_backup_invalid(kw, match):
+    with pytest.raises(ValueError, match=match):
+        BackupSettings(**kw)
+
+
+@pytest.mark.parametrize("kw,match", [
+    ({"domains": ()}, "domains"), ({"domains": ("*.ai-meeting.com",)}, "wildcard"),
+    ({"email": "not-an-email"}, "email"), ({"acme_server": "http://x/dir"}, "acme_server"),
+    ({"extra_certbot_args": ("--foo; rm -rf /",)}, "extra_certbot_args"),
+])
+def test_certbot_invalid(kw, match):
+    base = {"domains": ("ai-meeting.com",), "email": "ops@ai-meeting.com"}
+    base.update(kw)
+    with pytest.raises(ValueError, match=match):
+        CertbotSettings(**base)
+
+
+# ---- scripts run for real where it is safe on this machine ---------------------------------
+
+def test_preflight_runs_and_fail_mode_exits_nonzero(tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("preflight checks it runs as root")
+    ok = BootstrapSettings(deploy_user="deploy", min_cpus=1, min_memory_gb=1, min_disk_gb=1,
+                           min_docker_version="1.0", min_compose_version="0.1", install_dir=str(tmp_path / "x"))
+    impossible = dataclasses.replace(ok, min_cpus=4096, preflight_mode="fail")
+    warn = dataclasses.replace(impossible, preflight_mode="warn")
+    script = {s.name: s.script for s in render_bootstrap_steps(impossible)}["preflight"]
+    r = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and "FAILED" in r.stderr and "CPU:" in r.stderr and "minimum 4096" in r.stderr
+    script = {s.name: s.script for s in render_bootstrap_steps(warn)}["preflight"]
+    r = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "WARN: CPU:" in r.stderr and "continuing" in r.stdout
+
+
+def test_layout_creates_and_is_idempotent(tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("layout chowns to root")
+    s = BootstrapSettings(deploy_user="deploy", install_dir=str(tmp_path / "ai-meeting"))
+    script = {st.name: st.script for st in render_bootstrap_steps(s)}["layout"]
+    r1 = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True)
+    assert "created" in r1.stdout
+    assert oct(os.stat(tmp_path / "ai-meeting/ssl").st_mode & 0o777) == "0o700"
+    assert oct(os.stat(tmp_path / "ai-meeting/backups").st_mode & 0o777) == "0o700"
+    # A container took over its data dir: a re-run must not take it back.
+    os.chown(tmp_path / "ai-meeting/data/postgres", 999, 999)
+    os.chmod(tmp_path / "ai-meeting/ssl", 0o755)
+    r2 = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True)
+    assert "created" not in r2.stdout
+    assert "fixed owner/mode of " + str(tmp_path / "ai-meeting/ssl") in r2.stdout
+    assert os.stat(tmp_path / "ai-meeting/data/postgres").st_uid == 999
+    r3 = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True)
+    assert "created" not in r3.stdout and "fixed" not in r3.stdout
+
+
+def test_limits_idempotent_in_chroot_free_way(tmp_path):
+    """The limits step writes whole drop-ins: rendering twice gives the same bytes, and the
+    script has no append (>>) to limits.conf, so re-runs cannot duplicate lines."""
+    s = BootstrapSettings(deploy_user="deploy")
+    script = {st.name: st.script for st in render_bootstrap_steps(s)}["limits"]
+    assert ">>" not in script and "limits.conf" not in script.replace("# Plan §3.1 raises nofile by appending to limits.conf", "")
+    assert "/etc/security/limits.d/90-ai-meeting-nofile.conf" in script
+
+
+def test_restore_refuses_without_yes_and_bad_manifest(tmp_path):
+    s = BackupSettings(backup_dir=str(tmp_path / "backups"))
+    restore = tmp_path / "restore.sh"
+    restore.write_text(render_restore_script(s))
+    b = tmp_path / "backups/20260101_020000"
+    b.mkdir(parents=True)
+    for name in ("postgres.sql.gz", "redis-dump.rdb", "minio-data.tar.gz"):
+        (b / name).write_bytes(b"x")
+    subprocess.run("sha256sum postgres.sql.gz redis-dump.rdb minio-data.tar.gz > MANIFEST.sha256",
+                   shell=True, cwd=b, check=True)
+    r = subprocess.run(["bash", str(restore), "20260101_020000"], capture_output=True, text=True)
+    assert r.returncode == 2 and "--yes" in r.stderr and "This will replace" in r.stdout
+    (b / "redis-dump.rdb").write_bytes(b"tampered")
+    r = subprocess.run(["bash", str(restore), str(b), "--yes"], capture_output=True, text=True)
+    assert r.returncode != 0 and "checksum mismatch" in r.stderr
+    r = subprocess.run(["bash", str(restore)], capture_output=True, text=True)
+    assert r.returncode == 2 and "usage" in r.stderr
