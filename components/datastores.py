@@ -13,7 +13,7 @@ import pulumi
 import pulumi_docker as docker
 
 from config.model import StackConfig
-from render.postgres import render_init_sql
+from render.postgres import quote_ident, quote_literal, render_init_sql
 from render.redis import RedisSettings, render_redis_command
 
 from .service import Health, ServiceSpec, loopback_port, service_container, upload
@@ -53,12 +53,26 @@ def postgres_command(cfg: StackConfig) -> list[str]:
     ]
 
 
+def password_sync_sql(user: str, password: str) -> str:
+    """PostgreSQL reads POSTGRES_PASSWORD only when it initialises an empty data directory;
+    after that the role's password must be changed inside the database."""
+    return f"ALTER ROLE {quote_ident(user)} WITH PASSWORD {quote_literal(password)};\n"
+
+
 class Postgres(pulumi.ComponentResource):
     container: docker.Container
+    password_synced: pulumi.Resource
     host: str
     port: int
 
-    def __init__(self, name: str, where: Placement, password: pulumi.Output[str], opts: pulumi.ResourceOptions | None = None):
+    def __init__(
+        self,
+        name: str,
+        where: Placement,
+        password: pulumi.Output[str],
+        shell: HostShell,
+        opts: pulumi.ResourceOptions | None = None,
+    ):
         super().__init__("ai-meeting:postgres:Postgres", name, None, opts)
         cfg = where.cfg
         db = cfg.database
@@ -91,6 +105,18 @@ class Postgres(pulumi.ComponentResource):
             network_name=where.network_name,
             provider=where.provider,
             parent=self,
+        )
+        # Keeps the role's password equal to the generated one: after a rotation, and after
+        # anything that regenerated it (pulumi-random #258). Runs over the container's local
+        # socket; the SQL travels on stdin, so the password is on no command line.
+        self.password_synced = shell.run(
+            "postgres-password-sync",
+            f"set -euo pipefail\n{shell.docker_cli} exec -i {cfg.container_name('postgres')} "
+            f"psql -v ON_ERROR_STOP=1 -q -U {db.user} -d {db.name}",
+            stdin=pulumi.Output.secret(password).apply(lambda pw: password_sync_sql(db.user, pw)),
+            parent=self,
+            triggers=[self.container.id, str(cfg.rotation.db_password)],
+            depends_on=[self.container],
         )
         self.host, self.port = "postgres", POSTGRES_PORT
         self.register_outputs({"container": self.container.name, "endpoint": f"{self.host}:{self.port}"})

@@ -27,17 +27,28 @@ class Secrets(pulumi.ComponentResource):
         # with the README runbook, which changes the password inside Postgres too.
         child = pulumi.ResourceOptions(parent=self, protect=cfg.protect)
 
-        def password(resource: str) -> pulumi.Output[str]:
+        rotation = cfg.rotation
+
+        def password(resource: str, generation: int) -> pulumi.Output[str]:
             return random.RandomPassword(
-                resource, length=PASSWORD_LENGTH, special=False, min_lower=2, min_upper=2, min_numeric=2, opts=child
+                resource,
+                length=PASSWORD_LENGTH,
+                special=False,
+                min_lower=2,
+                min_upper=2,
+                min_numeric=2,
+                keepers={"rotation": str(generation)},
+                opts=child,
             ).result
 
-        self.db_password = password("db-password")
-        self.redis_password = password("redis-password")
-        self.minio_password = password("minio-password")
-        self.turn_password = password("turn-password")
+        self.db_password = password("db-password", rotation.db_password)
+        self.redis_password = password("redis-password", rotation.redis_password)
+        self.minio_password = password("minio-password", rotation.minio_password)
+        self.turn_password = password("turn-password", rotation.turn_password)
         self.jwt_secret = pulumi.Output.secret(
-            random.RandomBytes("jwt-secret", length=JWT_SECRET_BYTES, opts=child).base64
+            random.RandomBytes(
+                "jwt-secret", length=JWT_SECRET_BYTES, keepers={"rotation": str(rotation.jwt_secret)}, opts=child
+            ).base64
         )
         self.register_outputs(
             {

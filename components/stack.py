@@ -42,7 +42,7 @@ class AiMeetingStack(pulumi.ComponentResource):
         def place(service: str) -> Placement:
             return Placement(cfg, provider, net, images.ids[service], data.volumes[service])
 
-        self.postgres = Postgres("postgres", place("postgres"), self.secrets.db_password, child)
+        self.postgres = Postgres("postgres", place("postgres"), self.secrets.db_password, shell, child)
         self.redis = Redis("redis", place("redis"), self.secrets.redis_password, child)
         self.minio = Minio("minio", place("minio"), self.secrets.minio_password, shell, child)
 
@@ -58,7 +58,7 @@ class AiMeetingStack(pulumi.ComponentResource):
             image=images.ids["api"],
             secrets=api_secrets,
             shell=shell,
-            depends_on=[self.postgres.container, self.redis.container, self.minio.container, self.minio.bucket_ready],
+            depends_on=[self.postgres.container, self.postgres.password_synced, self.redis.container, self.minio.container, self.minio.bucket_ready],
             opts=child,
         )
         self.web = Web(

@@ -325,6 +325,17 @@ class WebConfig(Strict):
     port: Port = 80  # the port the web image listens on inside its container
 
 
+class Rotation(Strict):
+    """Bump a number to generate a new value for that secret on the next `up` (README:
+    Rotate a secret). The database password is then also changed inside PostgreSQL."""
+
+    db_password: int = Field(default=0, ge=0)
+    redis_password: int = Field(default=0, ge=0)
+    minio_password: int = Field(default=0, ge=0)
+    turn_password: int = Field(default=0, ge=0)
+    jwt_secret: int = Field(default=0, ge=0)
+
+
 class NginxConfig(Strict):
     worker_connections: int = Field(default=2048, ge=64, le=65535)
     client_max_body_size: str = Field(default="100M", pattern=r"^[1-9][0-9]*[kKmMgG]?$")
@@ -361,6 +372,7 @@ class StackConfig(Strict):
     nginx: NginxConfig = NginxConfig()
     web: WebConfig = WebConfig()
     loopback_ports: LoopbackPorts = LoopbackPorts()
+    rotation: Rotation = Rotation()
     # Protect data volumes and secrets from `up`/`destroy` (default: on in prod).
     protect_data: bool | None = None
     # Allow a self-signed certificate in prod (an internal server with its own PKI, say).

@@ -168,3 +168,42 @@ def test_container_inputs_holding_secrets_are_secret_in_state(deployed):
     nginx = d.recorder.named("nginx")
     if any(u["file"].endswith("privkey.pem") for u in nginx.inputs["uploads"]):
         assert any(p.startswith("uploads") for p in nginx.secret_inputs)
+
+
+def test_rotation_regenerates_one_secret_and_syncs_postgres():
+    before = deploy(config())
+    after = deploy(config(rotation={"db_password": 1}))
+    keepers = lambda d, n: d.recorder.named(n).inputs["keepers"]  # noqa: E731
+    assert keepers(before, "db-password") == {"rotation": "0"} and keepers(after, "db-password") == {"rotation": "1"}
+    assert keepers(after, "redis-password") == {"rotation": "0"}
+    sync = after.recorder.named("postgres-password-sync")
+    assert "1" in sync.inputs["triggers"]
+    assert sync.inputs["stdin"].startswith('ALTER ROLE "ai_meeting" WITH PASSWORD \'')
+    assert "stdin" in sync.secret_inputs and "ALTER" not in sync.inputs["create"]
+
+
+def test_prod_protects_data_and_secrets_dev_does_not():
+    # Protection is a resource option, not an input: check it on the objects the program built.
+    import pulumi
+
+    from components.stack import AiMeetingStack
+
+    for env, expected in (("dev", False), ("prod", True)):
+        cfg = config(env)
+        seen: dict[str, bool] = {}
+
+        def record(args: pulumi.ResourceTransformationArgs):
+            if args.type_ in ("docker:index/volume:Volume", "random:index/randomPassword:RandomPassword"):
+                seen[args.name] = bool(args.opts.protect)
+            return None
+
+        from tests.unit.harness import Recorder
+
+        pulumi.runtime.set_mocks(Recorder(), project="ai-meeting", stack=env, preview=False)
+
+        @pulumi.runtime.test
+        def run():
+            AiMeetingStack("ai-meeting", cfg, pulumi.ResourceOptions(transformations=[record]))
+
+        run()
+        assert seen and all(v is expected for v in seen.values()), (env, seen)
