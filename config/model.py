@@ -140,14 +140,13 @@ class Images(Strict):
     postgres: str = "postgres:14-alpine"
     redis: str = "redis:7.2-alpine"
     minio: str = "minio/minio:RELEASE.2025-04-22T22-12-26Z"
-    mc: str = "minio/mc:RELEASE.2025-04-16T18-13-26Z"
     nginx: str = "nginx:1.27-alpine"
     api: str = "ghcr.io/your-org/ai-meeting/api:0.1.0"
     web: str = "ghcr.io/your-org/ai-meeting/web:0.1.0"
     prometheus: str = "prom/prometheus:v2.53.0"
     grafana: str = "grafana/grafana:11.1.0"
 
-    @field_validator("postgres", "redis", "minio", "mc", "nginx", "api", "web", "prometheus", "grafana")
+    @field_validator("postgres", "redis", "minio", "nginx", "api", "web", "prometheus", "grafana")
     @classmethod
     def _pinned(cls, v: str) -> str:
         m = _IMAGE.match(v)

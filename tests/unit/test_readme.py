@@ -1,0 +1,29 @@
+"""The README's configuration reference stays true: every key of the model is documented."""
+
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from config.model import LocalTarget, SshTarget, StackConfig
+
+README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+
+
+def keys(model: type[BaseModel], prefix: str = "") -> list[str]:
+    out = []
+    for name, field in model.model_fields.items():
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            if prefix == "" and name == "resources":
+                out += ["resources.<service>.cpus", "resources.<service>.memory_mb"]
+            else:
+                out += keys(ann, f"{prefix}{name}.")
+        else:
+            out.append(f"{prefix}{name}")
+    return out
+
+
+def test_every_config_key_is_in_the_readme():
+    all_keys = keys(StackConfig) + keys(LocalTarget, "target.") + keys(SshTarget, "target.")
+    missing = sorted({k for k in all_keys if f"`{k}`" not in README})
+    assert not missing, f"README configuration table lacks {missing}"
