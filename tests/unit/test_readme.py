@@ -13,6 +13,8 @@ def keys(model: type[BaseModel], prefix: str = "") -> list[str]:
     out = []
     for name, field in model.model_fields.items():
         ann = field.annotation
+        if prefix == "" and name == "target":
+            continue  # a union of LocalTarget | SshTarget: documented key by key below
         if isinstance(ann, type) and issubclass(ann, BaseModel):
             if prefix == "" and name == "resources":
                 out += ["resources.<service>.cpus", "resources.<service>.memory_mb"]
