@@ -1,63 +1,11 @@
 """render_init_sql on a real PostgreSQL 15 server (temp cluster, unix socket only)."""
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import tempfile
-from pathlib import Path
-
 import pytest
 
 from render.postgres import quote_ident, render_init_sql, render_postgres_args
 
-from conftest import PG_BIN, free_port, missing, need_root, need_tool, stop_process, wait_port
-
-
-class Cluster:
-    def __init__(self, sockdir: str, port: int):
-        self.sockdir, self.port = sockdir, port
-
-    def psql(self, db: str, *args: str, sql: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
-        cmd = [str(PG_BIN / "psql"), "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "--no-password",
-               "-h", self.sockdir, "-p", str(self.port), "-U", "postgres", "-d", db, *args]
-        return subprocess.run(cmd, input=sql, capture_output=True, text=True, check=check, timeout=60)
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    if not (PG_BIN / "initdb").exists():
-        missing(f"PostgreSQL 15 server binaries not found in {PG_BIN}")
-    need_root()
-    need_tool("runuser")
-    base = Path(tempfile.mkdtemp(prefix="ai-meeting-pg-", dir="/tmp"))
-    os.chmod(base, 0o755)
-    data, sock = base / "data", base / "sock"
-    sock.mkdir()
-    shutil.chown(sock, "postgres", "postgres")
-    subprocess.run(["install", "-d", "-o", "postgres", "-g", "postgres", "-m", "0700", str(data)], check=True)
-    subprocess.run(["runuser", "-u", "postgres", "--", str(PG_BIN / "initdb"), "-D", str(data), "-U", "postgres",
-                    "--auth=trust", "-E", "UTF8", "--locale=C.UTF-8"], check=True, capture_output=True)
-    port = free_port()
-    # The same server flags the postgres component uses (pg_stat_statements preloaded);
-    # listen_addresses='' keeps it on its unix socket only.
-    server_args = render_postgres_args()[1:]
-    proc = subprocess.Popen(["runuser", "-u", "postgres", "--", str(PG_BIN / "postgres"), "-D", str(data),
-                             "-k", str(sock), "-p", str(port), "-c", "listen_addresses=", *server_args],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    c = Cluster(str(sock), port)
-    try:
-        import time
-        deadline = time.monotonic() + 60
-        while c.psql("postgres", "-c", "select 1", check=False).returncode != 0:
-            assert proc.poll() is None, "postgres exited at start"
-            assert time.monotonic() < deadline, "postgres did not accept connections in 60 s"
-            time.sleep(0.2)
-        yield c
-    finally:
-        # runuser forwards SIGTERM to postgres: smart shutdown; SIGINT would be fast.
-        stop_process(proc, sig=2, timeout=30)
-        shutil.rmtree(base, ignore_errors=True)
+from conftest import Cluster
 
 
 def apply(cluster: Cluster, db: str, sql: str) -> None:

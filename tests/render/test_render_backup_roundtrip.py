@@ -1,0 +1,172 @@
+"""backup.sh then restore.sh for real: PostgreSQL 15 and Redis 7 (appendonly yes) are real
+servers; a small docker CLI stand-in (fake_docker.sh) maps `docker exec/cp/inspect/stop/start`
+onto them and onto plain directories for MinIO, so the scripts run unmodified."""
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from render.backup import BackupSettings, render_backup_script, render_restore_script
+from render.postgres import render_init_sql
+from render.redis import RedisSettings, render_redis_command
+
+from conftest import PG_BIN, free_port, need_tool
+
+HERE = Path(__file__).parent
+PASSWORD = "r3dis-secret"
+
+
+@pytest.fixture
+def world(tmp_path, cluster):
+    for tool in ("redis-server", "redis-cli", "tar", "gzip", "sha256sum", "flock"):
+        need_tool(tool)
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    shutil.copy(HERE / "fake_docker.sh", bindir / "docker")
+    (bindir / "docker").chmod(0o755)
+    root = tmp_path / "containers"
+    for c in ("ai-meeting-redis", "ai-meeting-minio", "ai-meeting-postgres"):
+        (root / c / "data").mkdir(parents=True)
+    install = tmp_path / "install"
+    (install / "nginx").mkdir(parents=True)
+    (install / "nginx/nginx.conf").write_text("events {}\n")
+    (install / "data").mkdir()
+    (install / "data/huge.bin").write_text("not config")
+    s = BackupSettings(install_dir=str(install), backup_dir=str(install / "backups"), retention_days=30,
+                       app_containers=("ai-meeting-api-1", "ai-meeting-api-2"))
+    (install / "bin").mkdir()
+    (install / "bin/backup.sh").write_text(render_backup_script(s))
+    (install / "bin/restore.sh").write_text(render_restore_script(s))
+    port = free_port()
+    env = dict(os.environ, PATH=f"{bindir}:{os.environ['PATH']}", FAKE_ROOT=str(root),
+               FAKE_PG="ai-meeting-postgres", FAKE_PG_SOCK=cluster.sockdir, FAKE_PG_PORT=str(cluster.port),
+               FAKE_PG_BIN=str(PG_BIN), FAKE_REDIS="ai-meeting-redis", FAKE_REDIS_PORT=str(port),
+               FAKE_REDIS_PASSWORD=PASSWORD,
+               # The rendered container command, so the AOF settings are the production ones.
+               FAKE_REDIS_CMD=render_redis_command(
+                   RedisSettings(maxmemory="64mb", data_dir=str(root / "ai-meeting-redis/data")))[2])
+    cluster.psql("postgres", sql="DROP DATABASE IF EXISTS ai_meeting; DROP ROLE IF EXISTS ai_meeting;"
+                                 "CREATE ROLE ai_meeting SUPERUSER LOGIN; CREATE DATABASE ai_meeting OWNER ai_meeting;")
+    r = cluster.psql("ai_meeting", sql=render_init_sql("ai_meeting", "Asia/Shanghai"))
+    subprocess.run(["docker", "start", "ai-meeting-redis"], env=env, check=True, capture_output=True)
+
+    def redis(*args: str) -> str:
+        return subprocess.run(["redis-cli", "--no-auth-warning", "-p", str(port), *args], check=True,
+                              capture_output=True, text=True, env=dict(env, REDISCLI_AUTH=PASSWORD)).stdout.strip()
+
+    try:
+        yield s, env, root, install, redis
+    finally:
+        pidfile = root / "redis.pid"
+        if pidfile.exists():
+            pid = int(pidfile.read_text())
+            try:
+                os.kill(pid, 15)
+            except ProcessLookupError:
+                pass
+        cluster.psql("postgres", sql="DROP DATABASE IF EXISTS ai_meeting;", check=False)
+
+
+def run(script: Path, env, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", str(script), *args], env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_backup_then_restore_round_trip(world, cluster):
+    s, env, root, install, redis = world
+    db = lambda sql: cluster.psql("ai_meeting", "-c", sql).stdout.strip()  # noqa: E731
+    db("CREATE TABLE meetings (id uuid PRIMARY KEY DEFAULT uuid_generate_v4(), title text);"
+       "INSERT INTO meetings (title) VALUES ('standup'), ('retro');")
+    redis("set", "session:1", "alice")
+    redis("set", "session:2", "bob")
+    minio = root / "ai-meeting-minio/data"
+    (minio / "ai-meeting-recordings").mkdir()
+    (minio / "ai-meeting-recordings/rec1.webm").write_bytes(b"v1" * 1000)
+    old = Path(s.backup_dir) / "20000101_000000"
+    old.mkdir(parents=True)  # far beyond retention: pruned after a good run
+
+    r = run(install / "bin/backup.sh", env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    dirs = [d for d in Path(s.backup_dir).iterdir() if d.name[:2] == "20" and d.name != old.name]
+    assert len(dirs) == 1
+    b = dirs[0]
+    assert not old.exists(), "retention did not prune the old backup"
+    assert stat.S_IMODE(b.stat().st_mode) == 0o700
+    names = sorted(p.name for p in b.iterdir())
+    assert names == ["MANIFEST.sha256", "backup-info.txt", "config.tar.gz", "minio-data.tar.gz",
+                     "postgres.sql.gz", "redis-dump.rdb"]
+    assert subprocess.run(["sha256sum", "-c", "--strict", "MANIFEST.sha256"], cwd=b, capture_output=True).returncode == 0
+    config = subprocess.run(["tar", "-tzf", str(b / "config.tar.gz")], capture_output=True, text=True).stdout
+    assert "./nginx/nginx.conf" in config and "huge.bin" not in config and "backups" not in config
+    assert "backup complete" in Path(s.log_file).read_text()
+    assert not list((root / "ai-meeting-redis/data").glob(".ai-meeting-backup*"))  # temp file removed
+
+    # Life goes on after the backup...
+    db("INSERT INTO meetings (title) VALUES ('after'); UPDATE meetings SET title = 'changed' WHERE title = 'retro';")
+    redis("del", "session:1")
+    redis("set", "session:3", "mallory")
+    (minio / "ai-meeting-recordings/rec1.webm").write_bytes(b"overwritten")
+    (minio / "ai-meeting-recordings/rec2.webm").write_bytes(b"new")
+
+    r = run(install / "bin/restore.sh", env, b.name)  # no --yes: nothing happens
+    assert r.returncode == 2
+    assert db("SELECT count(*) FROM meetings") == "3"
+
+    r = run(install / "bin/restore.sh", env, str(b), "--yes")
+    assert r.returncode == 0, r.stdout + r.stderr
+
+    assert db("SELECT string_agg(title, ',' ORDER BY title) FROM meetings") == "retro,standup"
+    assert db("SELECT count(*) FROM pg_extension WHERE extname IN ('uuid-ossp', 'pg_stat_statements')") == "2"
+    assert sorted(redis("keys", "*").split()) == ["session:1", "session:2"]
+    assert redis("config", "get", "appendonly").split()[1] == "yes"
+    assert (minio / "ai-meeting-recordings/rec1.webm").read_bytes() == b"v1" * 1000
+    assert not (minio / "ai-meeting-recordings/rec2.webm").exists()
+    events = (root / "events.log").read_text().split("\n")
+    assert events.index("stop ai-meeting-api-1") < events.index("stop ai-meeting-redis")
+    assert events[-2] == "start ai-meeting-api-2"
+    keep = list(Path(s.backup_dir).glob("pre-restore-*"))
+    assert len(keep) == 1 and (keep[0] / "minio/ai-meeting-recordings/rec2.webm").exists()
+
+    # Redis really persisted the restored data in its AOF: survives a restart with appendonly yes.
+    subprocess.run(["docker", "stop", "ai-meeting-redis"], env=env, check=True, capture_output=True)
+    subprocess.run(["docker", "start", "ai-meeting-redis"], env=env, check=True, capture_output=True)
+    assert sorted(redis("keys", "*").split()) == ["session:1", "session:2"]
+    redis("set", "session:4", "dave")
+    subprocess.run(["docker", "stop", "ai-meeting-redis"], env=env, check=True, capture_output=True)
+    subprocess.run(["docker", "start", "ai-meeting-redis"], env=env, check=True, capture_output=True)
+    assert sorted(redis("keys", "*").split()) == ["session:1", "session:2", "session:4"]
+
+
+def test_naive_redis_restore_loses_data(world):
+    """Why restore.sh rebuilds the AOF: with appendonly yes, Redis 7 ignores a dump.rdb put in
+    place of the old files and starts empty."""
+    s, env, root, install, redis = world
+    redis("set", "k", "v")
+    snap = root / "snap.rdb"
+    redis("--rdb", str(snap))
+    subprocess.run(["docker", "stop", "ai-meeting-redis"], env=env, check=True, capture_output=True)
+    data = root / "ai-meeting-redis/data"
+    shutil.rmtree(data / "appendonlydir")
+    shutil.copy(snap, data / "dump.rdb")
+    subprocess.run(["docker", "start", "ai-meeting-redis"], env=env, check=True, capture_output=True)
+    assert redis("dbsize") == "0"
+
+
+def test_failed_backup_exits_nonzero_and_keeps_old_backups(world):
+    s, env, root, install, redis = world
+    old = Path(s.backup_dir) / "20000101_000000"
+    old.mkdir(parents=True)
+    env = dict(env, FAKE_PG="somewhere-else")  # pg_dump fails
+    r = run(install / "bin/backup.sh", env)
+    assert r.returncode == 1
+    assert "ERROR: postgres backup failed" in r.stdout
+    assert old.exists()  # no pruning after a failed run
+    failed = list(Path(s.backup_dir).glob("*.failed"))
+    assert len(failed) == 1
+    r = run(install / "bin/restore.sh", env, str(failed[0]), "--yes")
+    assert r.returncode == 1 and "postgres part of this backup failed" in r.stderr
+    assert "stop" not in (root / "events.log").read_text()  # refused before touching anything
