@@ -15,7 +15,7 @@ from render.backup import BackupSettings, render_backup_script, render_restore_s
 from render.postgres import render_init_sql
 from render.redis import RedisSettings, render_redis_command
 
-from conftest import PG_BIN, free_port, need_tool
+from render_testlib import PG_BIN, free_port, need_tool
 
 HERE = Path(__file__).parent
 PASSWORD = "r3dis-secret"

@@ -20,7 +20,7 @@ import pytest
 
 from render.nginx import NginxSite, render_nginx_conf
 
-from conftest import NGINX, free_port, need_tool, stop_process, wait_port
+from render_testlib import NGINX, free_port, need_tool, stop_process, wait_port
 
 WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 

@@ -5,7 +5,7 @@ import pytest
 
 from render.postgres import quote_ident, render_init_sql, render_postgres_args
 
-from conftest import Cluster
+from render_testlib import Cluster
 
 
 def apply(cluster: Cluster, db: str, sql: str) -> None:

@@ -8,7 +8,7 @@ import pytest
 
 from render.redis import RedisSettings, redis_healthcheck_test, render_redis_args, render_redis_command
 
-from conftest import free_port, need_tool, stop_process, wait_port
+from render_testlib import free_port, need_tool, stop_process, wait_port
 
 PASSWORD = "p@ss w\"o'rd $HOME `x`"  # shell-hostile on purpose: it must arrive verbatim
 

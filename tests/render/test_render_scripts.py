@@ -13,7 +13,7 @@ from render.bootstrap import STEP_ORDER, BootstrapSettings, layout_dirs, render_
 from render.certbot import (CertbotSettings, render_certbot_cron, render_certbot_deploy_hook,
                             render_certbot_issue_script)
 
-from conftest import check_cron_file, shell_check
+from render_testlib import check_cron_file, shell_check
 
 BOOTSTRAP_VARIANTS = {
     "defaults": BootstrapSettings(deploy_user="deploy"),
