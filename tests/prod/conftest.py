@@ -14,6 +14,7 @@ import shlex
 import shutil
 import ssl
 import subprocess
+import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -152,6 +153,9 @@ def _check_prerequisites() -> None:
 def prod_server() -> ProdServer:
     """A fresh bare server (any earlier one is removed first); removed again at the end."""
     _check_prerequisites()
+    # The server shares this machine's kernel clock. Should anything on it manage to set the
+    # time (the harness denies CAP_SYS_TIME for that reason), say so loudly.
+    clock_offset = time.time() - time.monotonic()
     out = harness("start", "--fresh", timeout=1800).stdout
     env = parse_env(out)
     server = ProdServer(
@@ -173,6 +177,8 @@ def prod_server() -> ProdServer:
     finally:
         if os.environ.get("PROD_TEST_KEEP_SERVER", "") != "1":
             subprocess.run([str(SCRIPT), "stop"], capture_output=True, text=True, timeout=300)
+        jump = (time.time() - time.monotonic()) - clock_offset
+        assert abs(jump) < 30, f"this machine's wall clock jumped {jump:+.0f}s while the test server ran"
 
 
 @pytest.fixture(scope="session")
