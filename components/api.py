@@ -103,6 +103,7 @@ class Api(pulumi.ComponentResource):
         secrets: pulumi.Output[ApiSecrets],
         shell: HostShell,
         depends_on: list[pulumi.Resource],
+        after_delete: pulumi.ResourceHook | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ):
         super().__init__("ai-meeting:api:Api", name, None, opts)
@@ -142,6 +143,7 @@ class Api(pulumi.ComponentResource):
                     provider=provider,
                     parent=self,
                     depends_on=depends_on,  # starts only after db/redis/minio are healthy (R10)
+                    hooks=pulumi.ResourceHookBinding(after_delete=[after_delete]) if after_delete else None,
                 )
             )
         self.upstreams = [f"{replica_alias(i)}:{cfg.api.port}" for i in range(1, cfg.api.replicas + 1)]

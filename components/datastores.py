@@ -13,7 +13,7 @@ import pulumi
 import pulumi_docker as docker
 
 from config.model import StackConfig
-from render.postgres import quote_ident, quote_literal, render_init_sql
+from render.postgres import quote_ident, quote_literal, render_init_sql, render_postgres_args
 from render.redis import RedisSettings, render_redis_command
 
 from .service import Health, ServiceSpec, loopback_port, service_container, upload
@@ -43,14 +43,9 @@ def _published(host_port: int | None, internal: int) -> list[docker.ContainerPor
 def postgres_command(cfg: StackConfig) -> list[str]:
     """Server settings on the command line (works with the official image's entrypoint):
     pg_stat_statements for slow-query analysis (§10, R19) and slow statements logged."""
-    return [
-        "postgres",
-        "-c", "shared_preload_libraries=pg_stat_statements",
-        "-c", "pg_stat_statements.track=all",
-        "-c", "log_min_duration_statement=1000",
-        "-c", f"timezone={cfg.timezone}",
-        "-c", f"log_timezone={cfg.timezone}",
-    ]
+    return render_postgres_args(
+        {"log_min_duration_statement": "1000", "timezone": cfg.timezone, "log_timezone": cfg.timezone}
+    )
 
 
 def password_sync_sql(user: str, password: str) -> str:

@@ -51,6 +51,31 @@ def verify_script(cfg: StackConfig, docker_cli: str) -> str:
     )
 
 
+def reload_script(cfg: StackConfig, docker_cli: str) -> str:
+    """A graceful reload: nginx re-resolves upstream names, old workers finish their requests.
+    Does nothing when nginx isn't running (first deploy, destroy)."""
+    nginx = cfg.container_name("nginx")
+    return (
+        "set -euo pipefail\n"
+        f"if [ \"$({docker_cli} inspect -f '{{{{.State.Running}}}}' {nginx} 2>/dev/null)\" = true ]; then\n"
+        f"  {docker_cli} exec {nginx} nginx -s reload\n"
+        "fi"
+    )
+
+
+def reload_after_delete_hook(cfg: StackConfig, shell: HostShell) -> pulumi.ResourceHook:
+    """Pulumi deletes replaced API containers at the end of an update, after every command
+    ran; nginx would keep their stale addresses. This hook reloads it once they are gone."""
+    script = reload_script(cfg, shell.docker_cli)
+
+    def reload(args: pulumi.ResourceHookArgs) -> None:
+        result = shell.run_now(script)
+        if result.returncode != 0:
+            pulumi.log.warn(f"nginx reload after removing {args.name} failed: {result.stderr.strip()[-300:]}")
+
+    return pulumi.ResourceHook(f"{cfg.name_prefix}-reload-nginx", reload, pulumi.ResourceHookOptions(ignore_errors=True))
+
+
 class Proxy(pulumi.ComponentResource):
     container: docker.Container
     conf: str
@@ -115,10 +140,9 @@ class Proxy(pulumi.ComponentResource):
             parent=self,
             depends_on=[*depends_on, *api_replicas, web],
         )
-        nginx_name = cfg.container_name("nginx")
         reload = shell.run(
             "nginx-reload",
-            f"set -euo pipefail\n{shell.docker_cli} exec {nginx_name} nginx -s reload",
+            reload_script(cfg, shell.docker_cli),
             parent=self,
             # Replaced replicas get new addresses; a reload re-resolves them without dropping requests.
             triggers=[*[c.id for c in api_replicas], web.id, self.container.id],

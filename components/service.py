@@ -80,6 +80,7 @@ def service_container(
     provider: docker.Provider,
     parent: pulumi.Resource,
     depends_on: Sequence[pulumi.Resource] = (),
+    hooks: pulumi.ResourceHookBinding | None = None,
 ) -> docker.Container:
     return docker.Container(
         resource_name,
@@ -111,6 +112,7 @@ def service_container(
             provider=provider,
             depends_on=list(depends_on),
             delete_before_replace=spec.delete_before_replace,
+            hooks=hooks,
         ),
     )
 

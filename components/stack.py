@@ -13,7 +13,7 @@ from .datastores import Minio, Placement, Postgres, Redis
 from .images import Images
 from .monitoring import Monitoring
 from .network import NetworkAndData
-from .proxy import Proxy
+from .proxy import Proxy, reload_after_delete_hook
 from .secrets import Secrets
 from .target import HostShell, make_docker_provider, ssh_connection
 from .tls import Tls
@@ -31,7 +31,7 @@ class AiMeetingStack(pulumi.ComponentResource):
         ready = self.bootstrap.done if self.bootstrap else None
         bootstrap_done = self.bootstrap.steps[-1:] if self.bootstrap else []
         provider = make_docker_provider(cfg, stack, ready=ready, opts=child)
-        shell = HostShell(cfg, connection)
+        shell = HostShell(cfg, connection, stack)
 
         self.secrets = Secrets("secrets", cfg, child)
         self.tls = Tls("tls", cfg, shell, bootstrap_done, child)
@@ -58,6 +58,7 @@ class AiMeetingStack(pulumi.ComponentResource):
             image=images.ids["api"],
             secrets=api_secrets,
             shell=shell,
+            after_delete=reload_after_delete_hook(cfg, shell),
             depends_on=[self.postgres.container, self.postgres.password_synced, self.redis.container, self.minio.container, self.minio.bucket_ready],
             opts=child,
         )

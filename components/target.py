@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -71,6 +72,17 @@ class HostShell:
 
     cfg: StackConfig
     connection: command.remote.ConnectionArgs | None
+    stack: str
+
+    def run_now(self, script: str, timeout: int = 60) -> subprocess.CompletedProcess:
+        """Run a script on the Docker host right away, from the program itself (resource
+        hooks): locally with bash, on a server with the same ssh key and options."""
+        target = self.cfg.target
+        if isinstance(target, LocalTarget):
+            argv = ["bash", "-c", script]
+        else:
+            argv = ["ssh", *ssh_options(target, self.stack), "-p", str(target.port), f"{target.user}@{target.host}", script]
+        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
 
     @property
     def docker_cli(self) -> str:
