@@ -29,7 +29,7 @@ def docker(*args: str, check: bool = True) -> subprocess.CompletedProcess:
 
 
 def stack_containers() -> list[dict]:
-    ids = docker("ps", "-aq", "--filter", "label=ai-meeting.stack=dev", "--filter", f"name=^{PREFIX}-|^api-").stdout.split()
+    ids = docker("ps", "-aq", "--filter", f"network={PREFIX}-network").stdout.split()
     return json.loads(docker("inspect", *ids).stdout) if ids else []
 
 
