@@ -113,6 +113,12 @@ class ProdServer:
     def load_images(self, *images: str) -> None:
         harness("load-images", *images, timeout=1200)
 
+    used: bool = field(default=False, repr=False)
+
+    def reset(self) -> None:
+        """Replace the server with a fresh bare one (same addresses, ports and key)."""
+        harness("start", "--fresh", timeout=1800)
+
 
 @dataclass
 class Pebble:
@@ -193,3 +199,12 @@ def pebble(prod_server: ProdServer) -> Pebble:
     with urllib.request.urlopen(host_url, context=ctx, timeout=10) as r:
         assert r.status == 200, f"pebble directory {host_url} answered {r.status}"
     return pb
+
+
+@pytest.fixture(scope="module")
+def bare_server(prod_server: ProdServer) -> ProdServer:
+    """The session's server, bare: a module that follows one which changed it gets a fresh one."""
+    if prod_server.used:
+        prod_server.reset()
+    prod_server.used = True
+    return prod_server

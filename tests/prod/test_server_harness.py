@@ -23,92 +23,92 @@ pytestmark = [pytest.mark.prod, pytest.mark.docker, pytest.mark.timeout(900)]
 CA_ON_SERVER = "/usr/local/share/ca-certificates/prod-test-pebble.crt"
 
 
-def test_ssh_as_deploy_and_sudo(prod_server: ProdServer) -> None:
-    assert prod_server.ssh("id -un").stdout.strip() == "deploy"
-    assert prod_server.ssh("sudo -n id -u").stdout.strip() == "0"
+def test_ssh_as_deploy_and_sudo(bare_server: ProdServer) -> None:
+    assert bare_server.ssh("id -un").stdout.strip() == "deploy"
+    assert bare_server.ssh("sudo -n id -u").stdout.strip() == "0"
     # Key login only: the accounts have no usable password.
-    shadow = prod_server.sudo("getent shadow root deploy").stdout
+    shadow = bare_server.sudo("getent shadow root deploy").stdout
     for line in shadow.splitlines():
         name, pw = line.split(":")[:2]
         assert pw.startswith(("!", "*")), f"{name} has a usable password"
 
 
-def test_a_wrong_key_is_refused(prod_server: ProdServer, tmp_path) -> None:
+def test_a_wrong_key_is_refused(bare_server: ProdServer, tmp_path) -> None:
     key = tmp_path / "stranger"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
-    res = prod_server.ssh("true", check=False, key_path=key)
+    res = bare_server.ssh("true", check=False, key_path=key)
     assert res.code == 255 and "Permission denied" in res.stderr, res
 
 
-def test_systemd_is_pid_1_and_running(prod_server: ProdServer) -> None:
-    assert prod_server.ssh("cat /proc/1/comm").stdout.strip() == "systemd"
-    state = prod_server.ssh("systemctl is-system-running", check=False).stdout.strip()
-    failed = prod_server.ssh("systemctl --failed --no-legend --plain").stdout
+def test_systemd_is_pid_1_and_running(bare_server: ProdServer) -> None:
+    assert bare_server.ssh("cat /proc/1/comm").stdout.strip() == "systemd"
+    state = bare_server.ssh("systemctl is-system-running", check=False).stdout.strip()
+    failed = bare_server.ssh("systemctl --failed --no-legend --plain").stdout
     assert state == "running", f"systemd is {state}; failed units:\n{failed}"
-    assert prod_server.ssh("systemctl is-active ssh").stdout.strip() == "active"
+    assert bare_server.ssh("systemctl is-active ssh").stdout.strip() == "active"
 
 
-def test_server_is_bare_debian_12(prod_server: ProdServer) -> None:
-    os_release = prod_server.ssh("cat /etc/os-release").stdout
+def test_server_is_bare_debian_12(bare_server: ProdServer) -> None:
+    os_release = bare_server.ssh("cat /etc/os-release").stdout
     assert 'VERSION_ID="12"' in os_release and "ID=debian" in os_release
     # Nothing the bootstrap is supposed to install or configure is there yet.
     for tool in ("docker", "curl", "ufw", "fail2ban-client", "certbot"):
-        assert prod_server.ssh(f"command -v {tool}", check=False).code != 0, f"{tool} is preinstalled"
+        assert bare_server.ssh(f"command -v {tool}", check=False).code != 0, f"{tool} is preinstalled"
     # Debian's default, for the bootstrap's hardening to change.
-    assert "permitrootlogin without-password" in prod_server.sudo("sshd -T").stdout
+    assert "permitrootlogin without-password" in bare_server.sudo("sshd -T").stdout
 
 
-def test_apt_works(prod_server: ProdServer) -> None:
-    prod_server.sudo("apt-get update -q", timeout=300)
-    policy = prod_server.ssh("apt-cache policy docker.io").stdout
+def test_apt_works(bare_server: ProdServer) -> None:
+    bare_server.sudo("apt-get update -q", timeout=300)
+    policy = bare_server.ssh("apt-cache policy docker.io").stdout
     assert "Candidate: (none)" not in policy and "Candidate:" in policy, policy
 
 
-def test_docker_io_installs_and_runs_a_container(prod_server: ProdServer) -> None:
+def test_docker_io_installs_and_runs_a_container(bare_server: ProdServer) -> None:
     started = time.monotonic()
-    prod_server.sudo(
+    bare_server.sudo(
         "DEBIAN_FRONTEND=noninteractive apt-get install -y -q docker.io", timeout=900
     )
     install_s = time.monotonic() - started
-    info = prod_server.sudo("docker info --format '{{.Driver}} {{.CgroupDriver}}'").stdout.split()
+    info = bare_server.sudo("docker info --format '{{.Driver}} {{.CgroupDriver}}'").stdout.split()
     assert info[0] in ("overlay2", "vfs"), info
     # No registry anywhere: images come from this machine with `docker save | docker load`.
     image = _any_local_image()
-    prod_server.load_images(image)
-    out = prod_server.sudo(f"docker run --rm {image} cat /etc/os-release").stdout
+    bare_server.load_images(image)
+    out = bare_server.sudo(f"docker run --rm {image} cat /etc/os-release").stdout
     assert "ID=debian" in out
     print(f"docker.io install took {install_s:.0f}s")
 
 
-def test_inner_published_port_is_reachable_from_this_machine(prod_server: ProdServer) -> None:
+def test_inner_published_port_is_reachable_from_this_machine(bare_server: ProdServer) -> None:
     nginx = "ai-meeting-local/nginx:1.22"
     if subprocess.run(["docker", "image", "inspect", nginx], capture_output=True).returncode:
         pytest.skip(f"{nginx} not built (scripts/build-local-images nginx)")
-    prod_server.load_images(nginx)
-    prod_server.sudo(f"docker run -d --name harness-probe -p 80:80 {nginx}")
+    bare_server.load_images(nginx)
+    bare_server.sudo(f"docker run -d --name harness-probe -p 80:80 {nginx}")
     try:
-        body = _get(f"http://127.0.0.1:{prod_server.http_port}/", attempts=30)
+        body = _get(f"http://127.0.0.1:{bare_server.http_port}/", attempts=30)
         assert body, "empty answer through 127.0.0.1:http_port -> server:80 -> container"
     finally:
-        prod_server.sudo("docker rm -f harness-probe", check=False)
+        bare_server.sudo("docker rm -f harness-probe", check=False)
 
 
-def test_certbot_gets_a_certificate_from_pebble(prod_server: ProdServer, pebble: Pebble) -> None:
-    prod_server.sudo(
+def test_certbot_gets_a_certificate_from_pebble(bare_server: ProdServer, pebble: Pebble) -> None:
+    bare_server.sudo(
         "DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends certbot",
         timeout=600,
     )
-    prod_server.put(CA_ON_SERVER, pebble.ca_bundle.read_text())
+    bare_server.put(CA_ON_SERVER, pebble.ca_bundle.read_text())
     # Pebble's directory, seen from the server (through the Docker network gateway).
-    prod_server.ssh(f"python3 -c {shlex.quote(_PY_FETCH)} {pebble.directory_url} {CA_ON_SERVER}")
-    domain = prod_server.domain
-    prod_server.sudo(
+    bare_server.ssh(f"python3 -c {shlex.quote(_PY_FETCH)} {pebble.directory_url} {CA_ON_SERVER}")
+    domain = bare_server.domain
+    bare_server.sudo(
         f"REQUESTS_CA_BUNDLE={CA_ON_SERVER} certbot certonly --standalone --non-interactive "
         f"--agree-tos -m ops@{domain} --server {pebble.directory_url} -d {domain}",
         timeout=300,
     )
-    leaf = prod_server.sudo(f"cat /etc/letsencrypt/live/{domain}/cert.pem").stdout
-    chain = prod_server.sudo(f"cat /etc/letsencrypt/live/{domain}/chain.pem").stdout
+    leaf = bare_server.sudo(f"cat /etc/letsencrypt/live/{domain}/cert.pem").stdout
+    chain = bare_server.sudo(f"cat /etc/letsencrypt/live/{domain}/chain.pem").stdout
     subject = subprocess.run(
         ["openssl", "x509", "-noout", "-subject", "-issuer", "-ext", "subjectAltName"],
         input=leaf, capture_output=True, text=True, check=True,
