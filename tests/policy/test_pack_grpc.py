@@ -1,0 +1,117 @@
+"""The policy pack as the engine sees it: start `policy/` the way an analyzer plugin starts
+(it prints its gRPC port), then call it over gRPC with the engine's own protocol messages
+(GetAnalyzerInfo, Analyze, AnalyzeStack). No Pulumi CLI needed."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import grpc
+import pytest
+from google.protobuf import empty_pb2, struct_pb2
+from pulumi.runtime.proto import analyzer_pb2, analyzer_pb2_grpc
+
+REPO = Path(__file__).resolve().parents[2]
+MANDATORY = analyzer_pb2.MANDATORY
+C = "docker:index/container:Container"
+
+
+def _start(stack: str, stack_config: dict | None = None):
+    env = {**os.environ, "PULUMI_STACK": stack, "PULUMI_PROJECT": "ai-meeting",
+           "PULUMI_CONFIG": json.dumps(stack_config or {})}
+    env.pop("AI_MEETING_ENVIRONMENT", None)
+    env.pop("AI_MEETING_POLICY_ENFORCEMENT", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-u", "-c",
+         "import runpy, sys; runpy.run_path(sys.argv[1], run_name='__main__')", str(REPO / "policy")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
+    port = proc.stdout.readline().strip()
+    if not port.isdigit():
+        proc.kill()
+        raise AssertionError(f"policy pack did not start: {port!r} {proc.stderr.read()}")
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    return proc, channel, analyzer_pb2_grpc.AnalyzerStub(channel)
+
+
+@pytest.fixture
+def pack():
+    started = []
+
+    def start(stack="dev", stack_config=None):
+        proc, channel, stub = _start(stack, stack_config)
+        started.append((proc, channel))
+        return stub
+
+    yield start
+    for proc, channel in started:
+        channel.close()
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+def _struct(props: dict) -> struct_pb2.Struct:
+    s = struct_pb2.Struct()
+    s.update(props)
+    return s
+
+
+def _urn(stack, typ, name):
+    return f"urn:pulumi:{stack}::ai-meeting::{typ}::{name}"
+
+
+def _analyze(stub, stack, typ, name, props, protect=False):
+    req = analyzer_pb2.AnalyzeRequest(type=typ, name=name, urn=_urn(stack, typ, name),
+                                      properties=_struct(props),
+                                      options=analyzer_pb2.AnalyzerResourceOptions(protect=protect))
+    return list(stub.Analyze(req).diagnostics)
+
+
+def test_pack_describes_every_policy_as_mandatory(pack):
+    info = pack().GetAnalyzerInfo(empty_pb2.Empty())
+    assert info.name == "ai-meeting-guardrails"
+    levels = {p.name: p.enforcementLevel for p in info.policies}
+    assert set(levels) >= {"ports-loopback-only", "container-healthcheck", "image-pinned-tag",
+                           "prod-stateful-protected", "prod-tls-required"}
+    assert set(levels.values()) == {MANDATORY}
+
+
+def test_published_db_port_untagged_image_and_no_healthcheck_over_the_wire(pack):
+    stub = pack("dev")
+    props = {"image": "postgres", "restart": "unless-stopped", "cpus": "1", "memory": 512,
+             "logDriver": "json-file", "logOpts": {"max-size": "10m", "max-file": "3"},
+             "labels": [{"label": "ai-meeting.service", "value": "postgres"}],
+             "ports": [{"internal": 5432, "external": 5432, "ip": "0.0.0.0"}]}
+    diags = _analyze(stub, "dev", C, "postgres", props)
+    by_policy = {d.policyName: d for d in diags}
+    assert set(by_policy) == {"ports-loopback-only", "image-pinned-tag", "container-healthcheck"}
+    for d in diags:
+        assert d.enforcementLevel == MANDATORY
+        assert d.urn == _urn("dev", C, "postgres")
+        assert f"[{d.policyName}]" in d.message and "'postgres'" in d.message
+
+
+def test_prod_detected_from_the_stack_name_the_engine_passes(pack):
+    vol = {"name": "x", "labels": [{"label": "ai-meeting.data", "value": "true"}]}
+    typ = "docker:index/volume:Volume"
+    assert [d.policyName for d in _analyze(pack("prod"), "prod", typ, "postgres-data", vol)] == \
+        ["prod-stateful-protected"]
+    assert _analyze(pack("prod"), "prod", typ, "postgres-data", vol, protect=True) == []
+    assert _analyze(pack("dev"), "dev", typ, "postgres-data", vol) == []
+
+
+def test_prod_tls_stack_policy_reads_the_stack_config(pack):
+    stub = pack("prod", {"ai-meeting:tls": json.dumps({"mode": "self-signed"})})
+    nginx = {"labels": [{"label": "ai-meeting.service", "value": "nginx"}],
+             "ports": [{"internal": 80, "external": 80, "ip": "0.0.0.0"}]}
+    req = analyzer_pb2.AnalyzeStackRequest(resources=[analyzer_pb2.AnalyzerResource(
+        type=C, name="nginx", urn=_urn("prod", C, "nginx"), properties=_struct(nginx),
+        options=analyzer_pb2.AnalyzerResourceOptions())])
+    diags = list(stub.AnalyzeStack(req).diagnostics)
+    messages = [d.message for d in diags if d.policyName == "prod-tls-required"]
+    assert any("self-signed" in m for m in messages), messages
+    assert any("does not publish 443" in m for m in messages), messages
+    assert all(d.enforcementLevel == MANDATORY for d in diags)
