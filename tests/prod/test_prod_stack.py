@@ -61,10 +61,17 @@ class Deployment:
         return self.server.sudo(f"docker {args}", **kw)
 
     def bootstrap_urns(self) -> list[str]:
+        """URNs for `up --target`: the bootstrap steps, their parents and their provider."""
         res = self.project.run("preview", "--stack", "prod", "--json", timeout=900)
-        steps = json.loads(res.stdout).get("steps", [])
-        return [s["urn"] for s in steps if s["urn"].split("::")[-1].startswith("bootstrap-")
-                and "command:remote:Command" in s["urn"]]
+        urns = [s["urn"] for s in json.loads(res.stdout).get("steps", [])]
+        wanted = {"pulumi:pulumi:Stack", "ai-meeting:stack:AiMeeting", "ai-meeting:bootstrap:Bootstrap"}
+
+        def keep(urn: str) -> bool:
+            kind, name = urn.split("::")[2].split("$")[-1], urn.split("::")[-1]
+            return kind in wanted or kind.startswith("pulumi:providers:command") or (
+                kind == "command:remote:Command" and name.startswith("bootstrap-"))
+
+        return [u for u in urns if keep(u)]
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +120,7 @@ def test_up_bootstraps_the_bare_server_and_deploys(deployment: Deployment) -> No
         # The program cannot put images on an offline server yet (see docs/prod-testing.md):
         # bootstrap first (only its steps), load the images, then the full `up`.
         urns = d.bootstrap_urns()
-        assert urns, "preview shows no bootstrap-* remote commands"
+        assert any(u.split("::")[-1].startswith("bootstrap-") for u in urns), urns
         first = d.project.up(*[a for u in urns for a in ("--target", u)])
         server.load_images(*d.images.values())
         second = d.project.up()
@@ -311,15 +318,33 @@ def test_http_redirects_to_https(deployment: Deployment) -> None:
 # --- 4. certificates: renewal scheduled, forced renewal reloads nginx without drops (R13) -----
 
 
+def renewal_job(d: Deployment) -> tuple[dict[str, str], str]:
+    """The scheduled renewal from /etc/cron.d/ai-meeting-certbot: its environment and command."""
+    cron = d.server.sudo("cat /etc/cron.d/ai-meeting-certbot").stdout
+    env, command = {}, ""
+    for line in cron.splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        if re.match(r"^[A-Za-z_][A-Za-z0-9_]*=", line):
+            key, _, value = line.partition("=")
+            env[key] = value
+        elif "certbot" in line:
+            command = line.split(None, 6)[6]  # after the 5 schedule fields and the user
+            assert line.split()[5] == "root", line
+    assert command, cron
+    return env, command
+
+
 def test_renewal_is_scheduled(deployment: Deployment) -> None:
     deployment.require_deployed()
-    cron = deployment.server.sudo("cat /etc/cron.d/ai-meeting-certbot").stdout
-    line = next(ln for ln in cron.splitlines() if "certbot" in ln and not ln.startswith("#"))
-    assert "renew" in line and "--deploy-hook" in line, line
-    hook = re.search(r"--deploy-hook\s+(\S+)", line).group(1)  # type: ignore[union-attr]
+    env, command = renewal_job(deployment)
+    assert "certbot renew" in command and "--deploy-hook" in command, command
+    hook = re.search(r"--deploy-hook\s+(\S+)", command).group(1)  # type: ignore[union-attr]
     assert deployment.server.sudo(f"test -x {hook}", check=False).code == 0, f"deploy hook {hook} missing"
-    renewal = deployment.server.sudo(f"cat /etc/letsencrypt/renewal/{deployment.server.domain}.conf").stdout
-    assert f"server = {deployment.pebble.directory_url}" in renewal
+    # Renewals go to the configured ACME server, and trust its CA like the first issue did.
+    assert f"--server {deployment.pebble.directory_url}" in command, command
+    assert env.get("REQUESTS_CA_BUNDLE") == CA_ON_SERVER or f"REQUESTS_CA_BUNDLE={CA_ON_SERVER}" in command, \
+        "the scheduled renewal does not trust tls.acme_ca_bundle: it would fail against this ACME server"
 
 
 def test_forced_renewal_reloads_nginx_without_dropping_requests(deployment: Deployment) -> None:
@@ -344,10 +369,12 @@ def test_forced_renewal_reloads_nginx_without_dropping_requests(deployment: Depl
     for t in threads:
         t.start()
     try:
-        d.server.sudo(
-            f"REQUESTS_CA_BUNDLE={CA_ON_SERVER} certbot renew --force-renewal --non-interactive",
-            timeout=300,
-        )
+        # Exactly the scheduled job (its environment and command), forced.
+        env, command = renewal_job(d)
+        env.setdefault("REQUESTS_CA_BUNDLE", CA_ON_SERVER)
+        command, _, _log = command.partition(" >>")
+        assignments = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
+        d.server.sudo(f"env -i {assignments} {command} --force-renewal", timeout=300)
         time.sleep(2)
     finally:
         stop.set()
