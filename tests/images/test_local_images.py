@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import docker, wait_for
+from images_support import docker, wait_for
 
 pytestmark = pytest.mark.docker
 
@@ -107,9 +107,9 @@ def start_redis(sandbox, images):
     return cname
 
 
-def start_minio(sandbox, images, volume):
+def start_minio(sandbox, images, volume, name="minio"):
     cname = sandbox.run(
-        images["minio"], "server", "/data", "--console-address", ":9001", name="minio",
+        images["minio"], "server", "/data", "--console-address", ":9001", name=name, alias="minio",
         env={"MINIO_ROOT_USER": MINIO_USER, "MINIO_ROOT_PASSWORD": MINIO_PASSWORD},
         mounts=[f"{volume}:/data"],
     )
@@ -247,14 +247,22 @@ def test_minio_and_mc_contract(sandbox, with_minio):
     # Wrong credentials: refused.
     bad = mc_script(sandbox, images, f"mc ls store/{BUCKET}", password="wrong-password", check=False)
     assert bad.returncode != 0
+    # Like the official image, the server image carries mc (for in-container checks and jobs).
+    docker("exec", mn, "mc", "ready", "local", timeout=60)
     # Anonymous requests are refused too.
     assert http_get(f"http://{ip}:9000/{BUCKET}/dir/obj.txt")[0] == 403
 
     # The mc image also works as the official one does (arguments are mc subcommands).
-    version = sandbox.oneshot(images["mc"], "--version").stdout
-    assert "mc version" in version
+    assert "mc version" in sandbox.oneshot(images["mc"], "--version").stdout
+    env = {"MC_HOST_store": f"http://{MINIO_USER}:{MINIO_PASSWORD}@minio:9000"}
+    assert BUCKET in sandbox.oneshot(images["mc"], "ls", "store", env=env).stdout
+
     # Data survives a container replacement on the same volume.
-    docker("exec", mn, "curl", "--version")
+    volume = docker("inspect", "-f", "{{range .Mounts}}{{.Name}}{{end}}", mn).stdout.strip()
+    docker("stop", mn)
+    sandbox.remove(mn)
+    start_minio(sandbox, images, volume, name="minio2")
+    assert "hello-object" in mc_script(sandbox, images, f"mc cat store/{BUCKET}/dir/obj.txt").stdout
 
 
 # --- api ----------------------------------------------------------------------------------------
