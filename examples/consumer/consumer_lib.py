@@ -1,4 +1,9 @@
-"""Pure helpers of the consumer example (unit tested without the engine)."""
+"""The consumer example's logic, unit tested without the engine (tests/guardrails/test_consumer_lib.py).
+
+- `uptime_check`: the definition an uptime monitor needs (plain: URLs are not secret),
+- `reporting_database_url`: a connection string for a reporting job, derived from the secret
+  `database_url`; computed from a secret it stays one, and we also say so explicitly.
+"""
 
 from typing import Optional
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -26,3 +31,18 @@ def reporting_dsn(database_url: str, application_name: str) -> str:
     query = dict(parse_qsl(parts.query))
     query["application_name"] = application_name
     return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+def consumer_outputs(infra, stack: str) -> dict:
+    """Outputs of the consumer stack from a `pulumi.StackReference` to an ai-meeting stack."""
+    import pulumi
+
+    public_url = infra.require_output("public_url")
+    health_url = infra.get_output("health_url")
+    database_url = infra.require_output("database_url")
+    return {
+        "uptime_check": pulumi.Output.all(public_url, health_url).apply(
+            lambda urls: uptime_check(stack, urls[0], urls[1])),
+        "reporting_database_url": pulumi.Output.secret(
+            database_url.apply(lambda url: reporting_dsn(url, "uptime-reporter"))),
+    }
