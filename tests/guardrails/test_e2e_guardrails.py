@@ -283,3 +283,33 @@ def test_container_changed_by_hand_is_reported_as_drift(engine, app):
     out = gone.stdout + gone.stderr
     assert gone.returncode == 2, out
     assert re.search(r"postgres: gone", out), out
+
+
+# ------------------------------------------------------------------ the real program
+
+
+def test_real_program_dev_config_passes_guard_and_policy_pack(engine, tmp_path):
+    """The real program (a copy, on the throw-away backend, dev config) previews with the policy
+    pack without a violation, and a first preview has nothing stateful at risk."""
+    eng = engine
+    prog = tmp_path / "program"
+    prog.mkdir()
+    for item in ("Pulumi.yaml", "__main__.py", "components", "config", "render", "images"):
+        src = REPO / item
+        if src.is_dir():
+            shutil.copytree(src, prog / item, ignore=shutil.ignore_patterns("__pycache__"))
+        elif src.exists():
+            shutil.copy2(src, prog / item)
+    text = (prog / "Pulumi.yaml").read_text()
+    (prog / "Pulumi.yaml").write_text(re.sub(r"virtualenv: .*", f"virtualenv: {REPO / '.venv'}", text))
+    eng.run("pulumi stack init guardrails-dev", cwd=prog, check=True)
+    dev_config = (REPO / "Pulumi.dev.yaml").read_text()
+    (prog / "Pulumi.guardrails-dev.yaml").write_text(
+        (prog / "Pulumi.guardrails-dev.yaml").read_text() + "\n" + dev_config
+        if (prog / "Pulumi.guardrails-dev.yaml").exists() else dev_config)
+    guard = eng.script("guard-stateful", "guardrails-dev", cwd=prog)
+    assert guard.returncode == 0, guard.stdout + guard.stderr
+    preview = eng.script("preview", "guardrails-dev", cwd=prog)
+    out = preview.stdout + preview.stderr
+    assert preview.returncode == 0, out
+    assert "mandatory" not in out.lower(), out
