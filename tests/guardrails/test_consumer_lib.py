@@ -49,11 +49,14 @@ class _InfraMocks(pulumi.runtime.Mocks):
         return {}
 
 
-pulumi.runtime.set_mocks(_InfraMocks(), project="ai-meeting-consumer", stack="prod")
+def test_consumer_outputs_from_a_stack_reference_keep_the_secret():
+    # Mocks are process-global: set ours right before declaring (other tests set theirs).
+    pulumi.runtime.set_mocks(_InfraMocks(), project="ai-meeting-consumer", stack="prod")
+    _check_consumer_outputs()
 
 
 @pulumi.runtime.test
-def test_consumer_outputs_from_a_stack_reference_keep_the_secret():
+def _check_consumer_outputs():
     from consumer_lib import consumer_outputs
 
     infra = pulumi.StackReference("ai-meeting", stack_name="organization/ai-meeting/prod")
