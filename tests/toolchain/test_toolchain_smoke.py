@@ -25,7 +25,8 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.toolchain
+# e2e: needs the language host and plugins, which the mirror does not serve yet (issue 3).
+pytestmark = [pytest.mark.toolchain, pytest.mark.e2e]
 
 REPO = Path(__file__).resolve().parents[2]
 PROGRAM = Path(__file__).resolve().parent / "program"
