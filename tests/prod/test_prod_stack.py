@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from tests.e2e.engine import REPO, PulumiProject, require_engine, unavailable
+from tests.prod import checks
 from tests.prod.conftest import Pebble, ProdServer
 
 pytestmark = [pytest.mark.prod, pytest.mark.e2e, pytest.mark.timeout(2400)]
@@ -74,10 +75,35 @@ class Deployment:
         return [u for u in urns if keep(u)]
 
 
+def require_language_host_and_plugins(env: dict[str, str]) -> None:
+    """The CLI alone is not enough: the program needs the Python language host and the four
+    provider plugins at the versions requirements.txt pins (scripts/install-pulumi)."""
+    import shutil
+
+    missing = []
+    if shutil.which("pulumi-language-python", path=env["PATH"]) is None:
+        missing.append("pulumi-language-python")
+    listed = subprocess.run(["pulumi", "plugin", "ls", "--json"], env=env, capture_output=True, text=True)
+    have = {(p.get("name"), p.get("version")) for p in json.loads(listed.stdout or "[]")} if listed.returncode == 0 else set()
+    pins = dict(
+        line.split("==") for line in (REPO / "requirements.txt").read_text().splitlines()
+        if line.startswith("pulumi-") and "==" in line
+    )
+    for name in ("command", "docker", "random", "tls"):
+        version = pins.get(f"pulumi-{name}")
+        if (name, version) not in have:
+            missing.append(f"resource plugin {name} {version}")
+    if missing:
+        unavailable(f"the Pulumi toolchain is incomplete (scripts/install-pulumi): missing {', '.join(missing)}")
+
+
 @pytest.fixture(scope="module")
-def deployment(tmp_path_factory, bare_server: ProdServer, pebble: Pebble) -> Deployment:
-    prod_server = bare_server
+def deployment(tmp_path_factory, request) -> Deployment:
+    # The toolchain first: no server is started for tests that would skip anyway.
     env = require_engine()
+    require_language_host_and_plugins(env)
+    prod_server: ProdServer = request.getfixturevalue("bare_server")
+    pebble: Pebble = request.getfixturevalue("pebble")
     images = local_images()
     if missing_images(images):
         build = subprocess.run([str(REPO / "scripts" / "build-local-images")], capture_output=True, text=True)
@@ -142,75 +168,39 @@ def _program_uploads_images(d: Deployment) -> bool:
 
 def test_base_packages_and_timezone(deployment: Deployment) -> None:
     deployment.require_deployed()
-    s = deployment.server
-    for tool in ("curl", "wget", "git", "vim", "htop", "netstat"):
-        assert s.ssh(f"command -v {tool}", check=False).code == 0, f"{tool} not installed"
-    assert s.ssh("timedatectl show -p Timezone --value").stdout.strip() == "Asia/Shanghai"
-    assert s.ssh("readlink -f /etc/localtime").stdout.strip().endswith("Asia/Shanghai")
+    checks.base_packages_and_timezone(deployment.server)
 
 
 def test_firewall_allows_only_ssh_http_https(deployment: Deployment) -> None:
     deployment.require_deployed()
-    s = deployment.server
-    status = s.sudo("ufw status verbose").stdout
-    assert "Status: active" in status and "Default: deny (incoming)" in status, status
-    allowed = {int(m) for m in re.findall(r"^(\d+)/tcp\s+ALLOW IN", status, re.M)}
-    assert {22, 80, 443} <= allowed, status
     # target.port is the host side of the harness's port mapping (2222 -> 22); the program adds
-    # it to the allowed set. Anything beyond that is a failure.
-    assert allowed <= {22, 80, 443, s.port}, f"unexpected open ports {sorted(allowed)}"
+    # it to the allowed set.
+    checks.firewall_allows_only(deployment.server, {22, 80, 443}, also_allowed={deployment.server.port})
 
 
 def test_nofile_limits_configured(deployment: Deployment) -> None:
     deployment.require_deployed()
-    s = deployment.server
-    limits = s.ssh("cat /etc/security/limits.d/*.conf").stdout
-    assert re.search(r"^\*\s+soft\s+nofile\s+65536", limits, re.M), limits
-    assert re.search(r"^\*\s+hard\s+nofile\s+65536", limits, re.M), limits
-    # The configured default; the effective value is capped by this host (docs/prod-testing.md).
-    assert s.ssh("systemctl show -p DefaultLimitNOFILE --value").stdout.strip() == "65536"
+    checks.nofile_configured(deployment.server)
 
 
 def test_docker_engine_and_compose(deployment: Deployment) -> None:
     deployment.require_deployed()
-    s = deployment.server
-    assert s.ssh("systemctl is-enabled docker").stdout.strip() == "enabled"
-    assert s.ssh("systemctl is-active docker").stdout.strip() == "active"
-    assert "docker" in s.ssh("id -nG deploy").stdout.split()
-    # A fresh login of deploy reaches the engine without sudo (the Docker provider does that).
-    assert s.ssh("docker info --format '{{.ServerVersion}}'").code == 0
-    compose = s.ssh("docker compose version 2>/dev/null || docker-compose version", check=False)
-    assert compose.code == 0, compose.stderr
+    checks.docker_engine_and_compose(deployment.server)
 
 
 def test_install_layout(deployment: Deployment) -> None:
     deployment.require_deployed()
-    s = deployment.server
-    for sub in ("nginx", "ssl", "data/postgres", "data/redis", "data/minio", "logs/nginx", "logs/app"):
-        assert s.sudo(f"test -d {INSTALL}/{sub}", check=False).code == 0, f"{INSTALL}/{sub} missing"
-    assert s.sudo(f"stat -c %a {INSTALL}/ssl").stdout.strip() == "700"
+    checks.install_layout(deployment.server)
 
 
 def test_root_login_off_and_deploy_still_logs_in(deployment: Deployment) -> None:
     deployment.require_deployed()
-    s = deployment.server
-    assert "permitrootlogin no" in s.sudo("sshd -T").stdout
-    # A brand-new connection after the hardening restarted sshd.
-    assert s.ssh("id -un").stdout.strip() == "deploy"
-    root = subprocess.run(
-        [*s.ssh_command()[:-1], f"root@{s.host}", "true"], capture_output=True, text=True, timeout=30
-    )
-    assert root.returncode == 255 and "Permission denied" in root.stderr
+    checks.root_login_off_deploy_still_in(deployment.server)
 
 
 def test_fail2ban_and_unattended_upgrades(deployment: Deployment) -> None:
     deployment.require_deployed()
-    s = deployment.server
-    assert s.ssh("systemctl is-active fail2ban").stdout.strip() == "active"
-    assert "sshd" in s.sudo("fail2ban-client status").stdout
-    assert s.ssh("dpkg-query -W -f '${Status}' unattended-upgrades").stdout.strip() == "install ok installed"
-    auto = s.ssh("cat /etc/apt/apt.conf.d/20auto-upgrades").stdout
-    assert 'APT::Periodic::Unattended-Upgrade "1";' in auto, auto
+    checks.fail2ban_and_unattended_upgrades(deployment.server)
 
 
 def test_preflight_warns_below_minimum(deployment: Deployment) -> None:
@@ -485,6 +475,20 @@ def _changes(up_output: str) -> dict[str, int]:
 
 
 # --- 7. failures say what failed and where ---------------------------------------------------
+
+
+def test_a_failed_bootstrap_step_stops_up_and_the_fixed_up_finishes(deployment: Deployment) -> None:
+    deployment.require_deployed()
+    p = deployment.project
+    p.configure(bootstrap={"preflight_mode": "fail"})  # this 2-CPU server is below the minimum
+    res = p.run("up", "--yes", "--stack", "prod", "--skip-preview", check=False, timeout=900)
+    out = res.stdout + res.stderr
+    assert res.code != 0, "up passed with a failing preflight"
+    assert "bootstrap-preflight" in out and re.search(r"\[bootstrap:preflight\] (ERROR|FAILED)", out), out[-3000:]
+    assert "CPU" in out
+    p.configure(bootstrap={"preflight_mode": "warn"})
+    p.up()
+    assert p.preview("--expect-no-changes", check=False).code == 0
 
 
 def test_a_bad_ssh_key_fails_clearly_and_the_next_up_finishes(deployment: Deployment, tmp_path: Path) -> None:
