@@ -15,7 +15,7 @@ import pulumi_docker as docker
 
 from config.model import StackConfig
 
-from .service import Health, ServiceSpec, loopback_port, service_container
+from .service import DockerSite, Health, ServiceSpec, loopback_port, service_container
 from .target import HostShell
 
 
@@ -96,9 +96,7 @@ class Api(pulumi.ComponentResource):
         self,
         name: str,
         *,
-        cfg: StackConfig,
-        provider: docker.Provider,
-        network_name: pulumi.Input[str],
+        site: DockerSite,
         image: pulumi.Input[str],
         secrets: pulumi.Output[ApiSecrets],
         shell: HostShell,
@@ -107,6 +105,7 @@ class Api(pulumi.ComponentResource):
         opts: pulumi.ResourceOptions | None = None,
     ):
         super().__init__("ai-meeting:api:Api", name, None, opts)
+        cfg = site.cfg
         envs = pulumi.Output.secret(secrets.apply(lambda s: [f"{k}={v}" for k, v in api_environment(cfg, s).items()]))
         health_url = f"http://127.0.0.1:{cfg.api.port}{cfg.api.health_path}"
         self.replicas = []
@@ -138,9 +137,7 @@ class Api(pulumi.ComponentResource):
                         extra_labels={"ai-meeting.replica": str(i)},
                         wait_timeout=180,
                     ),
-                    cfg=cfg,
-                    network_name=network_name,
-                    provider=provider,
+                    site,
                     parent=self,
                     depends_on=depends_on,  # starts only after db/redis/minio are healthy (R10)
                     hooks=pulumi.ResourceHookBinding(after_delete=[after_delete]) if after_delete else None,

@@ -16,7 +16,7 @@ from config.model import StackConfig
 from render.postgres import quote_ident, quote_literal, render_init_sql, render_postgres_args
 from render.redis import RedisSettings, render_redis_command
 
-from .service import Health, ServiceSpec, loopback_port, service_container, upload
+from .service import DockerSite, Health, ServiceSpec, loopback_port, service_container, upload
 from .target import HostShell
 
 POSTGRES_PORT = 5432
@@ -27,13 +27,15 @@ MINIO_CONSOLE_PORT = 9001
 
 @dataclass
 class Placement:
-    """Where a service container goes: shared by every data service."""
+    """A data service's engine and network, image, and the volume its data lives on."""
 
-    cfg: StackConfig
-    provider: docker.Provider
-    network_name: pulumi.Input[str]
+    site: DockerSite
     image: pulumi.Input[str]
     volume: docker.Volume
+
+    @property
+    def cfg(self) -> StackConfig:
+        return self.site.cfg
 
 
 def _published(host_port: int | None, internal: int) -> list[docker.ContainerPortArgs]:
@@ -96,9 +98,7 @@ class Postgres(pulumi.ComponentResource):
                 health=Health(test=["CMD-SHELL", f"pg_isready -U {db.user} -d {db.name} -h 127.0.0.1"], start_period="30s"),
                 wait_timeout=300,  # first start runs initdb and the init SQL
             ),
-            cfg=cfg,
-            network_name=where.network_name,
-            provider=where.provider,
+            where.site,
             parent=self,
         )
         # Keeps the role's password equal to the generated one: after a rotation, and after
@@ -148,9 +148,7 @@ class Redis(pulumi.ComponentResource):
                 # `PING` rather than the plan's `INCR ping`, which writes a key every 10 s.
                 health=Health(test=["CMD-SHELL", "redis-cli ping | grep -q PONG"]),
             ),
-            cfg=cfg,
-            network_name=where.network_name,
-            provider=where.provider,
+            where.site,
             parent=self,
         )
         self.host, self.port = "redis", REDIS_PORT
@@ -209,9 +207,7 @@ class Minio(pulumi.ComponentResource):
                     timeout="10s",
                 ),
             ),
-            cfg=cfg,
-            network_name=where.network_name,
-            provider=where.provider,
+            where.site,
             parent=self,
         )
         self.bucket_ready = shell.run(

@@ -4,13 +4,11 @@ Grafana on 127.0.0.1:3002 with Prometheus provisioned as its data source."""
 from __future__ import annotations
 
 import pulumi
-import pulumi_docker as docker
 import pulumi_random as random
 
-from config.model import StackConfig
 
 from .api import replica_alias
-from .service import Health, ServiceSpec, loopback_port, service_container, upload
+from .service import DockerSite, Health, ServiceSpec, loopback_port, service_container, upload
 
 
 def render_prometheus_config(api_replicas: int, metrics_port: int) -> str:
@@ -40,16 +38,14 @@ class Monitoring(pulumi.ComponentResource):
         self,
         name: str,
         *,
-        cfg: StackConfig,
-        provider: docker.Provider,
-        network_name: pulumi.Input[str],
+        site: DockerSite,
         prometheus_image: pulumi.Input[str],
         grafana_image: pulumi.Input[str],
         depends_on: list[pulumi.Resource],
         opts: pulumi.ResourceOptions | None = None,
     ):
         super().__init__("ai-meeting:monitoring:Monitoring", name, None, opts)
-        common = dict(cfg=cfg, network_name=network_name, provider=provider, parent=self)
+        cfg = site.cfg
         prom_url = "http://127.0.0.1:9090/-/healthy"
         prometheus = service_container(
             "prometheus",
@@ -63,8 +59,9 @@ class Monitoring(pulumi.ComponentResource):
                 ports=[loopback_port(9090, cfg.monitoring.prometheus_port)],
                 health=Health(test=["CMD-SHELL", f"wget -qO /dev/null {prom_url} || curl -fsS {prom_url}"]),
             ),
+            site,
+            parent=self,
             depends_on=depends_on,
-            **common,
         )
         # Not the plan's admin/admin: a generated password, exported as a secret.
         self.grafana_admin_password = random.RandomPassword(
@@ -86,8 +83,9 @@ class Monitoring(pulumi.ComponentResource):
                 ports=[loopback_port(3000, cfg.monitoring.grafana_port)],
                 health=Health(test=["CMD-SHELL", f"wget -qO /dev/null {graf_url} || curl -fsS {graf_url}"], start_period="30s"),
             ),
+            site,
+            parent=self,
             depends_on=[prometheus],
-            **common,
         )
         self.grafana_url = f"http://127.0.0.1:{cfg.monitoring.grafana_port}"
         self.register_outputs({"grafana_url": self.grafana_url})

@@ -13,7 +13,7 @@ import pulumi_docker as docker
 from config.model import StackConfig
 from render.nginx import NginxSite, render_nginx_conf
 
-from .service import Health, ServiceSpec, service_container, upload
+from .service import DockerSite, Health, ServiceSpec, service_container, upload
 from .target import HostShell
 from .tls import CERT_DIR_IN_NGINX, TlsMaterial
 
@@ -84,9 +84,7 @@ class Proxy(pulumi.ComponentResource):
         self,
         name: str,
         *,
-        cfg: StackConfig,
-        provider: docker.Provider,
-        network_name: pulumi.Input[str],
+        site: DockerSite,
         image: pulumi.Input[str],
         tls_material: TlsMaterial,
         api_replicas: list[docker.Container],
@@ -98,6 +96,7 @@ class Proxy(pulumi.ComponentResource):
         opts: pulumi.ResourceOptions | None = None,
     ):
         super().__init__("ai-meeting:proxy:Proxy", name, None, opts)
+        cfg = site.cfg
         self.conf = render_nginx_conf(nginx_site(cfg, api_upstreams, web_upstream, tls_material.acme_webroot))
         uploads = [upload("/etc/nginx/nginx.conf", self.conf)]
         volumes: list[docker.ContainerVolumeArgs] = []
@@ -134,9 +133,7 @@ class Proxy(pulumi.ComponentResource):
                     test=["CMD-SHELL", f"curl -fsSk {health_url} >/dev/null || wget -q --no-check-certificate -O /dev/null {health_url}"]
                 ),
             ),
-            cfg=cfg,
-            network_name=network_name,
-            provider=provider,
+            site,
             parent=self,
             depends_on=[*depends_on, *api_replicas, web],
         )

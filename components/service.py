@@ -22,6 +22,15 @@ LABEL_CONTENT = "ai-meeting.content-sha256"
 
 
 @dataclass(frozen=True)
+class DockerSite:
+    """Where the stack's containers go: one engine (explicit provider) and one network."""
+
+    cfg: StackConfig
+    provider: docker.Provider
+    network_name: pulumi.Input[str]
+
+
+@dataclass(frozen=True)
 class Health:
     """A Docker healthcheck. `start_period` is grace before failures count."""
 
@@ -74,10 +83,8 @@ def labels_for(cfg: StackConfig, service: str, kind: str, extra: dict[str, pulum
 def service_container(
     resource_name: str,
     spec: ServiceSpec,
+    site: DockerSite,
     *,
-    cfg: StackConfig,
-    network_name: pulumi.Input[str],
-    provider: docker.Provider,
     parent: pulumi.Resource,
     depends_on: Sequence[pulumi.Resource] = (),
     hooks: pulumi.ResourceHookBinding | None = None,
@@ -99,9 +106,9 @@ def service_container(
         memory_swap=spec.limits.memory_mb,  # no swap on top: the limit is the limit
         log_driver="json-file",
         log_opts={"max-size": "20m", "max-file": "5"},
-        labels=labels_for(cfg, spec.service, "service", spec.extra_labels),
+        labels=labels_for(site.cfg, spec.service, "service", spec.extra_labels),
         networks_advanced=[
-            docker.ContainerNetworksAdvancedArgs(name=network_name, aliases=[spec.service, *spec.aliases])
+            docker.ContainerNetworksAdvancedArgs(name=site.network_name, aliases=[spec.service, *spec.aliases])
         ],
         volumes=list(spec.volumes),
         uploads=list(spec.uploads),
@@ -109,7 +116,7 @@ def service_container(
         destroy_grace_seconds=30,  # time for a clean shutdown (Postgres checkpoint, Redis AOF fsync)
         opts=pulumi.ResourceOptions(
             parent=parent,
-            provider=provider,
+            provider=site.provider,
             depends_on=list(depends_on),
             delete_before_replace=spec.delete_before_replace,
             hooks=hooks,

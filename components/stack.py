@@ -15,6 +15,7 @@ from .monitoring import Monitoring
 from .network import NetworkAndData
 from .proxy import Proxy, reload_after_delete_hook
 from .secrets import Secrets
+from .service import DockerSite
 from .target import HostShell, make_docker_provider, ssh_connection
 from .tls import Tls
 from .web import Web
@@ -37,10 +38,10 @@ class AiMeetingStack(pulumi.ComponentResource):
         self.tls = Tls("tls", cfg, shell, bootstrap_done, child)
         data = NetworkAndData("network", cfg, provider, child)
         images = Images("images", cfg, provider, child)
-        net = data.network_name
+        site = DockerSite(cfg, provider, data.network_name)
 
         def place(service: str) -> Placement:
-            return Placement(cfg, provider, net, images.ids[service], data.volumes[service])
+            return Placement(site, images.ids[service], data.volumes[service])
 
         self.postgres = Postgres("postgres", place("postgres"), self.secrets.db_password, shell, child)
         self.redis = Redis("redis", place("redis"), self.secrets.redis_password, child)
@@ -52,9 +53,7 @@ class AiMeetingStack(pulumi.ComponentResource):
         ).apply(lambda v: ApiSecrets(*v, smtp_password=cfg.smtp.password.get_secret_value()))
         self.api = Api(
             "api",
-            cfg=cfg,
-            provider=provider,
-            network_name=net,
+            site=site,
             image=images.ids["api"],
             secrets=api_secrets,
             shell=shell,
@@ -63,14 +62,12 @@ class AiMeetingStack(pulumi.ComponentResource):
             opts=child,
         )
         self.web = Web(
-            "web", cfg=cfg, provider=provider, network_name=net, image=images.ids["web"],
+            "web", site=site, image=images.ids["web"],
             depends_on=[*self.api.replicas], opts=child,
         )
         self.proxy = Proxy(
             "proxy",
-            cfg=cfg,
-            provider=provider,
-            network_name=net,
+            site=site,
             image=images.ids["nginx"],
             tls_material=self.tls.material,
             api_replicas=self.api.replicas,
@@ -88,7 +85,7 @@ class AiMeetingStack(pulumi.ComponentResource):
         )
         self.monitoring = (
             Monitoring(
-                "monitoring", cfg=cfg, provider=provider, network_name=net,
+                "monitoring", site=site,
                 prometheus_image=images.ids["prometheus"], grafana_image=images.ids["grafana"],
                 depends_on=self.api.replicas, opts=child,
             )

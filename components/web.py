@@ -5,9 +5,7 @@ from __future__ import annotations
 import pulumi
 import pulumi_docker as docker
 
-from config.model import StackConfig
-
-from .service import Health, ServiceSpec, service_container
+from .service import DockerSite, Health, ServiceSpec, service_container
 
 
 class Web(pulumi.ComponentResource):
@@ -18,14 +16,13 @@ class Web(pulumi.ComponentResource):
         self,
         name: str,
         *,
-        cfg: StackConfig,
-        provider: docker.Provider,
-        network_name: pulumi.Input[str],
+        site: DockerSite,
         image: pulumi.Input[str],
         depends_on: list[pulumi.Resource],
         opts: pulumi.ResourceOptions | None = None,
     ):
         super().__init__("ai-meeting:web:Web", name, None, opts)
+        cfg = site.cfg
         url = f"http://127.0.0.1:{cfg.web.port}/"
         self.container = service_container(
             "web",
@@ -38,9 +35,7 @@ class Web(pulumi.ComponentResource):
                 envs=[f"TZ={cfg.timezone}"],
                 health=Health(test=["CMD-SHELL", f"curl -fsS {url} >/dev/null || wget -qO /dev/null {url}"]),
             ),
-            cfg=cfg,
-            network_name=network_name,
-            provider=provider,
+            site,
             parent=self,
             depends_on=depends_on,
         )

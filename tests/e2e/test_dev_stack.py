@@ -18,7 +18,6 @@ import json
 import ssl
 import subprocess
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 import pytest
