@@ -9,27 +9,19 @@ from __future__ import annotations
 
 import json
 import re
-import shlex
-import socket
-import ssl
 import subprocess
-import threading
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 
 from tests.e2e.engine import REPO, PulumiProject, require_engine, unavailable
-from tests.prod import checks
+from tests.prod import checks, stack_checks
 from tests.prod.conftest import Pebble, ProdServer
 
 pytestmark = [pytest.mark.prod, pytest.mark.e2e, pytest.mark.timeout(2400)]
 
-CA_ON_SERVER = "/etc/ai-meeting-test/pebble-ca.pem"
-INSTALL = "/opt/ai-meeting"
-PREFIX = "ai-meeting"  # the prod default: container names ai-meeting-<service>
-SERVICES = ["api", "api", "api", "minio", "nginx", "postgres", "redis", "web"]
+from tests.prod.stack_checks import CA_ON_SERVER
 
 
 def local_images() -> dict[str, str]:
@@ -211,236 +203,49 @@ def test_preflight_warns_below_minimum(deployment: Deployment) -> None:
     assert "WARN: CPU" in report, report
 
 
-# --- 3. the stack on the server --------------------------------------------------------------
-
-
-def stack_containers(d: Deployment) -> list[dict]:
-    ids = d.docker(f"ps -aq --filter network={PREFIX}-network").stdout.split()
-    return json.loads(d.docker(f"inspect {' '.join(ids)}").stdout) if ids else []
+# --- 3. the stack on the server, 4. certificates, 5. backups (tests/prod/stack_checks.py) ----
 
 
 def test_every_container_healthy_on_the_server(deployment: Deployment) -> None:
     deployment.require_deployed()
-    containers = stack_containers(deployment)
-    services = sorted(c["Config"]["Labels"].get("ai-meeting.service", "?") for c in containers
-                      if not c["Name"].endswith(("-migrate", "-migrations")))
-    assert services == SERVICES, services
-    for c in containers:
-        if c["State"]["Status"] == "exited" and c["State"]["ExitCode"] == 0:
-            continue  # one-shot jobs (migrations, bucket creation)
-        assert c["State"]["Health"]["Status"] == "healthy", f"{c['Name']}: {c['State']}"
-        assert c["HostConfig"]["RestartPolicy"]["Name"] == "unless-stopped"
+    stack_checks.every_container_healthy(deployment.server)
 
 
 def test_only_nginx_publishes_beyond_loopback(deployment: Deployment) -> None:
     deployment.require_deployed()
-    for c in stack_containers(deployment):
-        for bindings in (c["HostConfig"]["PortBindings"] or {}).values():
-            for b in bindings:
-                if c["Config"]["Labels"].get("ai-meeting.service") != "nginx":
-                    assert b["HostIp"] == "127.0.0.1", f"{c['Name']} publishes {b}"
-
-
-def https(d: Deployment, path: str, *, cadata: str | None = None) -> tuple[int, dict[str, str], str, dict]:
-    """GET https://meet.test<path> through 127.0.0.1:<https_port>, verifying against pebble's root."""
-    s = d.server
-    ctx = ssl.create_default_context(cadata=cadata or d.pebble.issuer_root_pem())
-    with socket.create_connection((s.host, s.https_port), timeout=10) as raw:
-        with ctx.wrap_socket(raw, server_hostname=s.domain) as tls:
-            cert = tls.getpeercert()
-            tls.sendall(f"GET {path} HTTP/1.1\r\nHost: {s.domain}\r\nConnection: close\r\n\r\n".encode())
-            data = b""
-            while chunk := tls.recv(65536):
-                data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    lines = head.decode().split("\r\n")
-    headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
-    if headers.get("transfer-encoding") == "chunked":
-        body = _unchunk(body)
-    return int(lines[0].split()[1]), headers, body.decode(errors="replace"), cert
-
-
-def _unchunk(body: bytes) -> bytes:
-    out = b""
-    while body:
-        size_line, _, rest = body.partition(b"\r\n")
-        size = int(size_line.split(b";")[0], 16)
-        if size == 0:
-            break
-        out += rest[:size]
-        body = rest[size + 2:]
-    return out
-
-
-def served_serial(d: Deployment) -> str:
-    pem = ssl.get_server_certificate((d.server.host, d.server.https_port))  # no SNI needed: one site
-    out = subprocess.run(["openssl", "x509", "-noout", "-serial", "-issuer"], input=pem,
-                         capture_output=True, text=True, check=True).stdout
-    return out
+    stack_checks.only_nginx_publishes_beyond_loopback(deployment.server)
 
 
 def test_site_serves_the_pebble_certificate(deployment: Deployment) -> None:
     deployment.require_deployed()
-    status, headers, body, cert = https(deployment, "/")
-    assert status == 200 and "AI Meeting" in body
-    assert ("DNS", deployment.server.domain) in cert["subjectAltName"]
-    issuer = dict(x[0] for x in cert["issuer"])
-    assert issuer["commonName"].startswith("Pebble Intermediate CA"), issuer
-    assert headers["strict-transport-security"].startswith("max-age=31536000")
-    status, _, body, _ = https(deployment, "/health")
-    assert status == 200 and body.strip() == "healthy"
-    status, _, body, _ = https(deployment, "/api/health")
-    assert status == 200 and json.loads(body)["status"] == "ok"
-    status, _, body, _ = https(deployment, "/api/health/deps")
-    assert status == 200, body
+    stack_checks.site_serves_the_acme_certificate(deployment.server, deployment.pebble)
 
 
 def test_http_redirects_to_https(deployment: Deployment) -> None:
     deployment.require_deployed()
-    s = deployment.server
-    with socket.create_connection((s.host, s.http_port), timeout=10) as c:
-        c.sendall(f"GET /x?y=1 HTTP/1.1\r\nHost: {s.domain}\r\nConnection: close\r\n\r\n".encode())
-        head = c.recv(65536).decode(errors="replace")
-    assert head.split()[1] == "301", head
-    assert re.search(rf"^Location: https://{re.escape(s.domain)}/x\?y=1\r?$", head, re.M | re.I), head
-
-
-# --- 4. certificates: renewal scheduled, forced renewal reloads nginx without drops (R13) -----
-
-
-def renewal_job(d: Deployment) -> tuple[dict[str, str], str]:
-    """The scheduled renewal from /etc/cron.d/ai-meeting-certbot: its environment and command."""
-    cron = d.server.sudo("cat /etc/cron.d/ai-meeting-certbot").stdout
-    env, command = {}, ""
-    for line in cron.splitlines():
-        if not line.strip() or line.startswith("#"):
-            continue
-        if re.match(r"^[A-Za-z_][A-Za-z0-9_]*=", line):
-            key, _, value = line.partition("=")
-            env[key] = value
-        elif "certbot" in line:
-            command = line.split(None, 6)[6]  # after the 5 schedule fields and the user
-            assert line.split()[5] == "root", line
-    assert command, cron
-    return env, command
+    stack_checks.http_redirects_to_https(deployment.server)
 
 
 def test_renewal_is_scheduled(deployment: Deployment) -> None:
     deployment.require_deployed()
-    env, command = renewal_job(deployment)
-    assert "certbot renew" in command and "--deploy-hook" in command, command
-    hook = re.search(r"--deploy-hook\s+(\S+)", command).group(1)  # type: ignore[union-attr]
-    assert deployment.server.sudo(f"test -x {hook}", check=False).code == 0, f"deploy hook {hook} missing"
-    # Renewals go to the configured ACME server, and trust its CA like the first issue did.
-    assert f"--server {deployment.pebble.directory_url}" in command, command
-    assert env.get("REQUESTS_CA_BUNDLE") == CA_ON_SERVER or f"REQUESTS_CA_BUNDLE={CA_ON_SERVER}" in command, \
-        "the scheduled renewal does not trust tls.acme_ca_bundle: it would fail against this ACME server"
+    stack_checks.renewal_is_scheduled(deployment.server, deployment.pebble)
 
 
 def test_forced_renewal_reloads_nginx_without_dropping_requests(deployment: Deployment) -> None:
     deployment.require_deployed()
-    d = deployment
-    before = served_serial(d)
-    nginx = f"{PREFIX}-nginx"
-    started = d.docker(f"inspect -f '{{{{.State.StartedAt}}}}' {nginx}").stdout.strip()
-    root = d.pebble.issuer_root_pem()
-    results: list[str] = []
-    stop = threading.Event()
-
-    def hammer() -> None:
-        while not stop.is_set():
-            try:
-                status = https(d, "/health", cadata=root)[0]
-                results.append("ok" if status == 200 else f"status {status}")
-            except Exception as exc:  # noqa: BLE001 - every failure is a dropped request
-                results.append(repr(exc))
-
-    threads = [threading.Thread(target=hammer) for _ in range(3)]
-    for t in threads:
-        t.start()
-    try:
-        # Exactly the scheduled job (its environment and command), forced.
-        env, command = renewal_job(d)
-        env.setdefault("REQUESTS_CA_BUNDLE", CA_ON_SERVER)
-        command, _, _log = command.partition(" >>")
-        assignments = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
-        d.server.sudo(f"env -i {assignments} {command} --force-renewal", timeout=300)
-        time.sleep(2)
-    finally:
-        stop.set()
-        for t in threads:
-            t.join()
-    after = served_serial(d)
-    assert after != before, "nginx still serves the old certificate after the renewal"
-    assert d.docker(f"inspect -f '{{{{.State.StartedAt}}}}' {nginx}").stdout.strip() == started, \
-        "nginx was restarted instead of reloaded"
-    failures = [r for r in results if r != "ok"]
-    assert results and not failures, f"{len(failures)} of {len(results)} requests failed: {failures[:5]}"
-
-
-# --- 5. backups and restore (R16) ------------------------------------------------------------
-
-
-def _psql(d: Deployment, sql: str) -> str:
-    return d.docker(
-        f"exec {PREFIX}-postgres psql -U ai_meeting -d ai_meeting -tAc {shlex.quote(sql)}"
-    ).stdout.strip()
-
-
-def _redis(d: Deployment, *args: str) -> str:
-    # The container has the password in REDISCLI_AUTH (as the backup script relies on).
-    return d.docker(f"exec {PREFIX}-redis redis-cli --no-auth-warning {' '.join(map(shlex.quote, args))}").stdout.strip()
-
-
-def _mc(d: Deployment, args: str, stdin: str | None = None) -> str:
-    minio = d.project.outputs(show_secrets=True)["minio"]
-    alias = f"http://{minio['access_key']}:{minio['secret_key']}@127.0.0.1:9000"
-    return d.docker(
-        f"exec -i -e MC_HOST_t={shlex.quote(alias)} {PREFIX}-minio mc {args}", input=stdin
-    ).stdout
+    stack_checks.forced_renewal_reloads_nginx_without_dropping_requests(deployment.server, deployment.pebble)
 
 
 def test_backup_schedule_installed(deployment: Deployment) -> None:
     deployment.require_deployed()
-    cron = deployment.server.sudo("cat /etc/cron.d/ai-meeting-backup").stdout
-    assert re.search(r"^0 2 \* \* \* root .*backup", cron, re.M), cron
-    script = deployment.server.sudo(f"cat {INSTALL}/bin/backup.sh").stdout
-    assert "RETENTION_DAYS=30" in script
+    stack_checks.backup_schedule_installed(deployment.server)
 
 
 def test_backup_destroy_restore_round_trip(deployment: Deployment) -> None:
     deployment.require_deployed()
-    d = deployment
-    bucket = d.project.outputs()["minio"]["bucket"]
-    _psql(d, "CREATE TABLE IF NOT EXISTS prod_test (id int PRIMARY KEY, v text)")
-    _psql(d, "INSERT INTO prod_test SELECT g, 'row-' || g FROM generate_series(1, 500) g ON CONFLICT DO NOTHING")
-    assert _redis(d, "SET", "prod-test:key", "kept-value") == "OK"
-    _mc(d, f"pipe t/{bucket}/prod-test/recording.bin", stdin="recording-bytes")
-    # An expired backup (40 days old) must be pruned by the next successful run.
-    d.server.sudo("mkdir -p /opt/ai-meeting/backups/20000101_000000 && "
-                  "touch -d '40 days ago' /opt/ai-meeting/backups/20000101_000000")
-
-    d.server.sudo(f"{INSTALL}/bin/backup.sh", timeout=600)
-    stamp = d.server.sudo("ls -1 /opt/ai-meeting/backups | grep -E '^[0-9]{8}_[0-9]{6}$' | sort | tail -1").stdout.strip()
-    files = d.server.sudo(f"ls /opt/ai-meeting/backups/{stamp}").stdout.split()
-    for f in ("postgres.sql.gz", "redis-dump.rdb", "minio-data.tar.gz", "config.tar.gz"):
-        assert f in files, f"{f} missing from backup {stamp}: {files}"
-    assert d.server.sudo("test -e /opt/ai-meeting/backups/20000101_000000", check=False).code != 0, \
-        "a 40-day-old backup survived the retention of 30 days"
-
-    # Destroy the data.
-    _psql(d, "DROP TABLE prod_test")
-    _redis(d, "FLUSHALL")
-    _mc(d, f"rm t/{bucket}/prod-test/recording.bin")
-    assert _redis(d, "GET", "prod-test:key") == ""
-
-    d.server.sudo(f"{INSTALL}/bin/restore.sh {stamp} --yes", timeout=900)
-
-    assert _psql(d, "SELECT count(*) FROM prod_test") == "500"
-    assert _redis(d, "GET", "prod-test:key") == "kept-value"
-    assert _mc(d, f"cat t/{bucket}/prod-test/recording.bin") == "recording-bytes"
-    status, _, _, _ = https(d, "/api/health/deps")
-    assert status == 200, "the API does not reach its data stores after the restore"
+    minio = deployment.project.outputs(show_secrets=True)["minio"]
+    stack_checks.backup_destroy_restore_round_trip(
+        deployment.server, minio, deployment.pebble.issuer_root_pem())
 
 
 # --- 6. idempotence ---------------------------------------------------------------------------
