@@ -24,6 +24,9 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "prod-test-server"
 IN_CI = os.environ.get("CI", "").lower() == "true"
+# The harness's cache (rootfs, key, pebble CA), fixed at start: tests point AI_MEETING_CACHE
+# elsewhere for the program while they run.
+HARNESS_CACHE = os.environ.get("AI_MEETING_CACHE", str(Path.home() / ".cache" / "ai-meeting"))
 
 
 def unavailable(reason: str) -> None:
@@ -35,7 +38,8 @@ def unavailable(reason: str) -> None:
 def harness(*args: str, timeout: int = 900) -> subprocess.CompletedProcess[str]:
     """Run scripts/prod-test-server; fail with its output if it fails."""
     proc = subprocess.run(
-        [str(SCRIPT), *args], capture_output=True, text=True, timeout=timeout
+        [str(SCRIPT), *args], capture_output=True, text=True, timeout=timeout,
+        env={**os.environ, "AI_MEETING_CACHE": HARNESS_CACHE},
     )
     if proc.returncode != 0:
         pytest.fail(
@@ -148,8 +152,7 @@ def _check_prerequisites() -> None:
     if os.geteuid() != 0:
         unavailable("the prod test server needs root (debootstrap, privileged container)")
     if shutil.which("debootstrap") is None:
-        cache = Path(os.environ.get("AI_MEETING_CACHE", Path.home() / ".cache" / "ai-meeting"))
-        if not list((cache / "prod-server").glob("debian-*.tar.gz")):
+        if not list((Path(HARNESS_CACHE) / "prod-server").glob("debian-*.tar.gz")):
             unavailable("debootstrap is not installed and no cached server rootfs exists")
     if shutil.which("pebble") is None and shutil.which("apt-get") is None:
         unavailable("pebble is not installed (apt-get install pebble)")
@@ -182,7 +185,8 @@ def prod_server() -> ProdServer:
         yield server
     finally:
         if os.environ.get("PROD_TEST_KEEP_SERVER", "") != "1":
-            subprocess.run([str(SCRIPT), "stop"], capture_output=True, text=True, timeout=300)
+            subprocess.run([str(SCRIPT), "stop"], capture_output=True, text=True, timeout=300,
+                           env={**os.environ, "AI_MEETING_CACHE": HARNESS_CACHE})
         jump = (time.time() - time.monotonic()) - clock_offset
         assert abs(jump) < 30, f"this machine's wall clock jumped {jump:+.0f}s while the test server ran"
 

@@ -15,6 +15,7 @@ reported by the engine, state) stays in test_prod_stack.py.
 from __future__ import annotations
 
 import re
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -71,6 +72,19 @@ class ServerApplier(DockerApplier):
         self.commands: list[dict[str, Any]] = []
         self.outputs: dict[str, str] = {}
 
+    def new_resource(self, args):
+        # An exception raised here never reaches the program under mocks: the registration just
+        # never completes and the whole apply waits forever. Keep it for the fixture to report.
+        try:
+            return super().new_resource(args)
+        except BaseException as exc:  # noqa: BLE001
+            import traceback
+
+            self.failure = f"{args.typ} {args.name}: {type(exc).__name__}: {exc}\n{traceback.format_exc()[-3000:]}"
+            raise
+
+    failure: str | None = None
+
     def _provider(self, name: str, inputs: dict) -> tuple[str, dict]:
         if inputs.get("host", "").startswith("ssh://"):
             # The provider's host resolves only after the last bootstrap step: Docker is there.
@@ -121,16 +135,35 @@ def applied(bare_server: ProdServer, pebble: Pebble, tmp_path_factory) -> Applie
     old = os.environ.get("AI_MEETING_CACHE")
     os.environ["AI_MEETING_CACHE"] = str(work / "cache")  # the Docker provider's ssh key goes here
     started = time.monotonic()
+    result: dict[str, Any] = {}
+
+    def run() -> None:
+        import asyncio
+
+        asyncio.set_event_loop(asyncio.new_event_loop())
+        try:
+            result["outputs"] = apply_stack(cfg, applier, "prod")
+        except BaseException as exc:  # noqa: BLE001 - reported by every test that needs the stack
+            result["error"] = f"{type(exc).__name__}: {exc}"
+
+    # In a thread, so a failed registration (which leaves the mocked program waiting forever)
+    # ends the apply with the failure instead of hanging the session.
+    worker = threading.Thread(target=run, daemon=True, name="apply-prod-stack")
+    worker.start()
     try:
-        a.outputs = apply_stack(cfg, applier, "prod")
-    except Exception as exc:  # noqa: BLE001 - reported by every test that needs the stack
-        a.error = f"{type(exc).__name__}: {exc}\n--- applied so far:\n" + "\n".join(applier.log)
+        while worker.is_alive() and applier.failure is None and time.monotonic() - started < 2000:
+            worker.join(timeout=2)
     finally:
         a.seconds = time.monotonic() - started
         if old is None:
             os.environ.pop("AI_MEETING_CACHE", None)
         else:
             os.environ["AI_MEETING_CACHE"] = old
+    error = applier.failure or result.get("error") or (None if "outputs" in result else "the apply did not finish")
+    if error:
+        a.error = f"{error}\n--- applied so far:\n" + "\n".join(applier.log)
+    else:
+        a.outputs = result["outputs"]
     yield a
     tunnel = getattr(applier, "tunnel", None)
     if tunnel:
