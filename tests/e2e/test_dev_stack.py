@@ -219,10 +219,10 @@ def test_second_preview_changes_nothing(engine_project):
     assert res.code == 0, f"a second preview wants changes:\n{res.stdout[-4000:]}"
 
 
-def spread_over_replicas() -> set[str]:
+def spread_over_replicas(https_port: int = HTTPS) -> set[str]:
     seen = set()
     for _ in range(45):
-        status, _, body = netcheck.https_get(HTTPS, "/api/whoami")
+        status, _, body = netcheck.https_get(https_port, "/api/whoami")
         assert status == 200
         seen.add(body.strip())
     return seen
@@ -243,9 +243,16 @@ def test_three_declared_replicas_share_the_load(tmp_path, monkeypatch):
     monkeypatch.setenv("AI_MEETING_CACHE", str(tmp_path / "cache"))
     applier = DockerApplier(workdir=tmp_path)
     try:
-        outputs = apply_stack(dev_config(api={"replicas": 3, "migrate_command": ["ai-meeting-api", "migrate"]}), applier, "dev")
+        # Its own names and ports: the module's one-replica deployment is still up.
+        cfg = dev_config(
+            name_prefix=f"{PREFIX}3",
+            nginx={"bind_address": "127.0.0.1", "http_port": HTTP + 10000, "https_port": HTTPS + 10000},
+            loopback_ports={k: None for k in LOOPBACK},
+            api={"replicas": 3, "migrate_command": ["ai-meeting-api", "migrate"]},
+        )
+        outputs = apply_stack(cfg, applier, "dev")
         assert outputs["api_replicas"] == 3
-        seen = spread_over_replicas()
+        seen = spread_over_replicas(HTTPS + 10000)
         assert len(seen) == 3, f"nginx sent requests to {seen}"
     finally:
         applier.destroy()
