@@ -220,7 +220,7 @@ def backup_destroy_restore_round_trip(s: ProdServer, minio: dict[str, Any], root
     bucket = minio["bucket"]
     _psql(s, "CREATE TABLE IF NOT EXISTS prod_test (id int PRIMARY KEY, v text)")
     _psql(s, "INSERT INTO prod_test SELECT g, 'row-' || g FROM generate_series(1, 500) g ON CONFLICT DO NOTHING")
-    assert _redis(s, "SET", "prod-test:key", "kept-value") == "OK"
+    assert (got := _redis(s, "SET", "prod-test:key", "kept-value")) == "OK", got
     _mc(s, minio, f"pipe t/{bucket}/prod-test/recording.bin", stdin="recording-bytes")
     # An expired backup (40 days old) must be pruned by the next successful run.
     s.sudo(f"mkdir -p {INSTALL}/backups/20000101_000000 && touch -d '40 days ago' {INSTALL}/backups/20000101_000000")
@@ -238,14 +238,15 @@ def backup_destroy_restore_round_trip(s: ProdServer, minio: dict[str, Any], root
     _psql(s, "DROP TABLE prod_test")
     _redis(s, "FLUSHALL")
     _mc(s, minio, f"rm t/{bucket}/prod-test/recording.bin")
-    assert _redis(s, "GET", "prod-test:key") == ""
+    assert (got := _redis(s, "GET", "prod-test:key")) == "", f"FLUSHALL left {got!r}"
     assert _mc(s, minio, f"cat t/{bucket}/prod-test/recording.bin", check=False).code != 0
 
     s.sudo(f"{INSTALL}/bin/restore.sh {stamp} --yes", timeout=900)
 
-    assert _psql(s, "SELECT count(*) FROM prod_test") == "500"
-    assert _redis(s, "GET", "prod-test:key") == "kept-value"
-    assert _mc(s, minio, f"cat t/{bucket}/prod-test/recording.bin").stdout == "recording-bytes"
+    assert (got := _psql(s, "SELECT count(*) FROM prod_test")) == "500", f"PostgreSQL after restore: {got!r} rows"
+    assert (got := _redis(s, "GET", "prod-test:key")) == "kept-value", f"Redis after restore: {got!r}"
+    got = _mc(s, minio, f"cat t/{bucket}/prod-test/recording.bin", check=False)
+    assert got.stdout == "recording-bytes", f"MinIO after restore: {got.stdout[:200]!r} {got.stderr[-500:]}"
     every_container_healthy(s)
     for _ in range(30):  # the API reconnects to the restored stores
         try:
