@@ -203,8 +203,9 @@ def backup_schedule_installed(s: ProdServer, schedule: str = "0 2 * * *", retent
     assert f"RETENTION_DAYS={retention_days}" in script
 
 
-def _psql(s: ProdServer, sql: str) -> str:
-    return docker(s, f"exec {PREFIX}-postgres psql -U ai_meeting -d ai_meeting -tAc {shlex.quote(sql)}").stdout.strip()
+def _psql(s: ProdServer, sql: str, check: bool = True):
+    res = docker(s, f"exec {PREFIX}-postgres psql -U ai_meeting -d ai_meeting -tAc {shlex.quote(sql)}", check=check)
+    return res if not check else res.stdout.strip()
 
 
 def _redis(s: ProdServer, *args: str) -> str:
@@ -245,10 +246,17 @@ def backup_destroy_restore_round_trip(s: ProdServer, minio: dict[str, Any], root
 
     s.sudo(f"{INSTALL}/bin/restore.sh {stamp} --yes", timeout=900)
 
-    assert (got := _psql(s, "SELECT count(*) FROM prod_test")) == "500", f"PostgreSQL after restore: {got!r} rows"
-    assert (got := _redis(s, "GET", "prod-test:key")) == "kept-value", f"Redis after restore: {got!r}"
-    got = _mc(s, minio, f"cat t/{bucket}/prod-test/recording.bin", check=False)
-    assert got.stdout == "recording-bytes", f"MinIO after restore: {got.stdout[:200]!r} {got.stderr[-500:]}"
+    lost = []  # all three checked, so one report says which stores came back
+    rows = _psql(s, "SELECT count(*) FROM prod_test", check=False)
+    if rows.stdout.strip() != "500":
+        lost.append(f"PostgreSQL: {rows.stdout.strip()!r} rows {rows.stderr.strip()[-300:]}")
+    key = _redis(s, "GET", "prod-test:key")
+    if key != "kept-value":
+        lost.append(f"Redis: key prod-test:key is {key!r}")
+    obj = _mc(s, minio, f"cat t/{bucket}/prod-test/recording.bin", check=False)
+    if obj.stdout != "recording-bytes":
+        lost.append(f"MinIO: {obj.stdout[:100]!r} {obj.stderr.strip()[-300:]}")
+    assert not lost, "restore.sh finished but did not bring back: " + "; ".join(lost)
     every_container_healthy(s)
     for _ in range(30):  # the API reconnects to the restored stores
         try:
