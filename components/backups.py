@@ -43,8 +43,7 @@ class Backups(pulumi.ComponentResource):
         super().__init__("ai-meeting:backups:Backups", name, None, opts)
         s = backup_settings(cfg)
         script = install_files_script(
-            {"backup.sh": render_backup_script(s), "restore.sh": render_restore_script(s)},
-            f"{cfg.install_dir}/bin",
+            {s.backup_script_path: render_backup_script(s), s.restore_script_path: render_restore_script(s)},
             cron_name="ai-meeting-backup",
             cron=render_backup_cron(s),
         ) + f"\nsudo install -d -m 0700 {cfg.backup.dir}"

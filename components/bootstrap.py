@@ -19,11 +19,12 @@ from .target import sha256
 def bootstrap_settings(cfg: StackConfig) -> BootstrapSettings:
     assert isinstance(cfg.target, SshTarget)
     b = cfg.bootstrap
+    ssh_port = b.ssh_port or cfg.target.port
     return BootstrapSettings(
         deploy_user=cfg.target.user,
         timezone=cfg.timezone,
-        ssh_port=cfg.target.port,
-        allowed_tcp_ports=tuple(sorted({cfg.target.port, *b.allowed_tcp_ports})),
+        ssh_port=ssh_port,
+        allowed_tcp_ports=tuple(sorted({ssh_port, *b.allowed_tcp_ports})),
         install_dir=cfg.install_dir,
         min_cpus=b.min_cpus,
         min_memory_gb=b.min_memory_gb,
@@ -67,7 +68,8 @@ class Bootstrap(pulumi.ComponentResource):
                 opts=pulumi.ResourceOptions(parent=self, depends_on=previous),
             )
             if step.name == "preflight":
-                report = cmd.stdout
+                # Warnings go to stderr; the report keeps both streams.
+                report = pulumi.Output.concat(cmd.stdout, "\n", cmd.stderr)
             self.steps.append(cmd)
             previous = [cmd]
         self.preflight_report = report

@@ -7,10 +7,16 @@ and a new release (a new tag) replaces exactly the containers that use it (pulum
 
 from __future__ import annotations
 
+import shlex
+import subprocess
+
 import pulumi
+import pulumi_command as command
 import pulumi_docker as docker
 
-from config.model import StackConfig
+from config.model import SshTarget, StackConfig
+
+from .target import ssh_options
 
 SERVICES = ("postgres", "redis", "minio", "nginx", "api", "web")
 MONITORING = ("prometheus", "grafana")
@@ -19,12 +25,20 @@ MONITORING = ("prometheus", "grafana")
 class Images(pulumi.ComponentResource):
     ids: dict[str, pulumi.Output[str]]
 
-    def __init__(self, name: str, cfg: StackConfig, provider: docker.Provider, opts: pulumi.ResourceOptions | None = None):
+    def __init__(
+        self,
+        name: str,
+        cfg: StackConfig,
+        provider: docker.Provider,
+        after: list[pulumi.Resource],
+        opts: pulumi.ResourceOptions | None = None,
+    ):
         super().__init__("ai-meeting:images:Images", name, None, opts)
         wanted = SERVICES + (MONITORING if cfg.monitoring.enabled else ())
         self.ids = {}
         for service in wanted:
             ref = getattr(cfg.images, service)
+            uploaded = [upload_image(service, ref, cfg, self, after)] if cfg.images.upload else []
             image = docker.RemoteImage(
                 f"{service}-image",
                 name=ref,
@@ -32,7 +46,30 @@ class Images(pulumi.ComponentResource):
                 # pull=False: the image must already be on the target (air-gapped, local builds);
                 # the engine then finds it locally and never contacts a registry.
                 pull_triggers=[ref] if cfg.images.pull else None,
-                opts=pulumi.ResourceOptions(parent=self, provider=provider),
+                opts=pulumi.ResourceOptions(parent=self, provider=provider, depends_on=uploaded),
             )
             self.ids[service] = image.image_id
         self.register_outputs({"refs": {s: getattr(cfg.images, s) for s in wanted}})
+
+
+def local_image_id(ref: str) -> str:
+    proc = subprocess.run(["docker", "image", "inspect", "-f", "{{.Id}}", ref], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise pulumi.RunError(f"images.upload: {ref} is not on this machine's Docker engine (build or pull it first)")
+    return proc.stdout.strip()
+
+
+def upload_image(
+    service: str, ref: str, cfg: StackConfig, parent: pulumi.Resource, after: list[pulumi.Resource]
+) -> command.local.Command:
+    """`docker save | ssh docker load` with the deploy key; re-runs when the local image changes."""
+    target = cfg.target
+    assert isinstance(target, SshTarget)
+    ssh = shlex.join(["ssh", *ssh_options(target, pulumi.get_stack()), "-p", str(target.port), f"{target.user}@{target.host}"])
+    return command.local.Command(
+        f"{service}-image-upload",
+        create=f"set -euo pipefail\ndocker save {shlex.quote(ref)} | {ssh} sudo -n docker load",
+        interpreter=["/bin/bash", "-c"],
+        triggers=[local_image_id(ref), ref],
+        opts=pulumi.ResourceOptions(parent=parent, depends_on=after),
+    )

@@ -37,7 +37,7 @@ class AiMeetingStack(pulumi.ComponentResource):
         self.secrets = Secrets("secrets", cfg, child)
         self.tls = Tls("tls", cfg, shell, bootstrap_done, child)
         data = NetworkAndData("network", cfg, provider, child)
-        images = Images("images", cfg, provider, child)
+        images = Images("images", cfg, provider, bootstrap_done, child)
         site = DockerSite(cfg, provider, data.network_name)
 
         def place(service: str) -> Placement:

@@ -166,13 +166,14 @@ def make_docker_provider(
     return docker.Provider("docker", host=host, ssh_opts=ssh_opts, opts=opts)
 
 
-def install_files_script(files: dict[str, str], bin_dir: str, *, cron_name: str | None = None, cron: str = "") -> str:
-    """A host script that writes rendered files (root-owned, 0750) and a cron entry, through
-    here-docs with quoted delimiters so nothing in them is expanded."""
-    lines = ["set -euo pipefail", f"sudo install -d -m 0750 {bin_dir}"]
-    for fname, text in files.items():
-        lines.append(f"sudo tee {bin_dir}/{fname} >/dev/null <<'AI_MEETING_EOF'\n{text.rstrip()}\nAI_MEETING_EOF")
-        lines.append(f"sudo chmod 0750 {bin_dir}/{fname}")
+def install_files_script(files: dict[str, str], *, cron_name: str | None = None, cron: str = "") -> str:
+    """A host script that writes rendered files (absolute path -> text; root-owned, 0750) and
+    a cron entry, through here-docs with quoted delimiters so nothing in them is expanded."""
+    lines = ["set -euo pipefail"]
+    for path, text in files.items():
+        lines.append(f"sudo install -d -m 0755 {os.path.dirname(path)}")
+        lines.append(f"sudo tee {path} >/dev/null <<'AI_MEETING_EOF'\n{text.rstrip()}\nAI_MEETING_EOF")
+        lines.append(f"sudo chmod 0750 {path}")
     if cron_name:
         lines.append(f"sudo tee /etc/cron.d/{cron_name} >/dev/null <<'AI_MEETING_EOF'\n{cron.rstrip()}\nAI_MEETING_EOF")
         lines.append(f"sudo chmod 0644 /etc/cron.d/{cron_name}")

@@ -45,6 +45,7 @@ def certbot_settings(cfg: StackConfig) -> CertbotSettings:
         webroot=f"{cfg.install_dir}/acme",
         acme_server=cfg.tls.acme_server,
         nginx_container=cfg.container_name("nginx"),
+        ca_bundle=cfg.tls.acme_ca_bundle,
     )
 
 
@@ -95,17 +96,15 @@ class Tls(pulumi.ComponentResource):
         else:
             settings = certbot_settings(cfg)
             files = {
-                "issue-cert": render_certbot_issue_script(settings),
-                "certbot-deploy-hook": render_certbot_deploy_hook(settings),
+                settings.issue_script_path: render_certbot_issue_script(settings),
+                settings.deploy_hook_path: render_certbot_deploy_hook(settings),
             }
-            cron = render_certbot_cron(settings)
-            bin_dir = f"{cfg.install_dir}/bin"
-            install = install_files_script(files, bin_dir, cron_name="ai-meeting-certbot", cron=cron)
+            install = install_files_script(files, cron_name="ai-meeting-certbot", cron=render_certbot_cron(settings))
             ca_env = f"REQUESTS_CA_BUNDLE={cfg.tls.acme_ca_bundle} " if cfg.tls.acme_ca_bundle else ""
             # Issue before nginx exists (certbot --standalone on :80); later runs only re-copy.
             issue = shell.run(
                 "certbot-issue",
-                f"{install}\nsudo {ca_env}{bin_dir}/issue-cert",
+                f"{install}\nsudo {ca_env}{settings.issue_script_path}",
                 parent=self,
                 triggers=[sha256(install), ",".join(cfg.domains), cfg.tls.acme_server or ""],
                 depends_on=bootstrap_done,

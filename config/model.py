@@ -137,6 +137,9 @@ class Images(Strict):
     replaces containers at random and makes rollbacks impossible."""
 
     pull: bool = True  # False: use images already on the target (air-gapped hosts, local builds)
+    # ssh targets: copy each image from this machine's engine to the server (docker save | ssh
+    # docker load) before deploying, for servers that reach no registry.
+    upload: bool = False
     postgres: str = "postgres:14-alpine"
     redis: str = "redis:7.2-alpine"
     minio: str = "minio/minio:RELEASE.2025-04-22T22-12-26Z"
@@ -306,6 +309,8 @@ class BootstrapConfig(Strict):
     min_memory_gb: int = Field(default=8, ge=1)
     min_disk_gb: int = Field(default=100, ge=1)
     allowed_tcp_ports: list[Port] = Field(default_factory=lambda: [22, 80, 443], min_length=1)
+    # sshd's port on the server when it differs from target.port (NAT, a forwarded port).
+    ssh_port: Port | None = None
     harden_ssh: bool = True
 
 
@@ -401,6 +406,8 @@ class StackConfig(Strict):
                     "tls.mode: prod needs letsencrypt or provided "
                     "(or set allow_self_signed_in_prod: true on purpose)"
                 )
+        if self.images.upload and self.target.kind != "ssh":
+            raise ValueError("images.upload: copies images to a server; it needs target.kind ssh")
         if self.tls.mode == "letsencrypt":
             if self.target.kind != "ssh":
                 raise ValueError("tls.mode: letsencrypt runs certbot on a server: it needs target.kind ssh")

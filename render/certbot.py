@@ -26,6 +26,7 @@ class CertbotSettings:
     logs_dir: str = "/var/log/letsencrypt"
     http_01_port: int = 80  # where the ACME server connects for HTTP-01 (pebble: 5002)
     renew_schedule: str = "17 3,15 * * *"
+    ca_bundle: str | None = None  # CA bundle certbot trusts for a private ACME server (pebble)
 
     def __post_init__(self) -> None:
         if isinstance(self.domains, str) or not isinstance(self.domains, tuple) or not self.domains:
@@ -46,6 +47,8 @@ class CertbotSettings:
         for i, a in enumerate(self.extra_certbot_args):
             if not isinstance(a, str) or not _ARG_RE.match(a):
                 raise ValueError(f"extra_certbot_args[{i}]: {a!r} has characters outside [A-Za-z0-9_./:=,@+-]")
+        if self.ca_bundle is not None:
+            check_path(self.ca_bundle, "ca_bundle")
         check_port(self.http_01_port, "http_01_port")
         check_cron_schedule(self.renew_schedule, "renew_schedule")
 

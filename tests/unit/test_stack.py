@@ -7,7 +7,7 @@ import re
 import pytest
 
 from components.api import ApiSecrets, api_environment
-from tests.unit.harness import config, deploy
+from tests.unit.harness import FAKE_PEM, config, deploy
 
 SEED_ENV_KEYS = [
     "NODE_ENV", "APP_PORT", "DATABASE_URL", "DB_HOST", "DB_PORT", "DB_NAME", "DB_USER", "DB_PASSWORD",
@@ -207,3 +207,32 @@ def test_prod_protects_data_and_secrets_dev_does_not():
 
         run()
         assert seen and all(v is expected for v in seen.values()), (env, seen)
+
+
+def test_image_upload_copies_images_to_the_server_before_use(monkeypatch, tmp_path):
+    monkeypatch.setenv("AI_MEETING_CACHE", str(tmp_path))
+    monkeypatch.setattr("components.images.local_image_id", lambda ref: f"sha256:local-{ref}")
+    d = deploy(config("prod", images={"pull": False, "upload": True}))
+    uploads = [r for r in d.recorder.of_type("local:Command") if r.name.endswith("-image-upload")]
+    assert sorted(u.name for u in uploads) == sorted(f"{s}-image-upload" for s in ("postgres", "redis", "minio", "nginx", "api", "web"))
+    for u in uploads:
+        assert "docker save" in u.inputs["create"] and "docker load" in u.inputs["create"]
+        assert u.inputs["triggers"][0].startswith("sha256:local-")
+    assert any("images.upload" in p for p in _problems({"images": {"upload": True}}))
+
+
+def _problems(raw):
+    from config import ConfigError, validate_config
+
+    try:
+        validate_config({"environment": "dev", **raw}, "dev")
+    except ConfigError as e:
+        return e.problems
+    return []
+
+
+def test_server_side_ssh_port_opens_the_firewall_for_it():
+    from components.bootstrap import bootstrap_settings
+
+    s = bootstrap_settings(config("prod", target={"kind": "ssh", "host": "127.0.0.1", "port": 2222, "private_key": FAKE_PEM}, bootstrap={"ssh_port": 22}))
+    assert s.ssh_port == 22 and 2222 not in s.allowed_tcp_ports
