@@ -13,7 +13,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
+
+from tests.prerequisites import unavailable
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
@@ -21,11 +22,6 @@ PROJECT_FILES = ("Pulumi.yaml", "__main__.py", "config", "components", "render")
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 
-def unavailable(reason: str) -> None:
-    """Under CI a missing tool is a failure; elsewhere the tier is skipped with the reason."""
-    if IN_CI:
-        pytest.fail(f"CI=true and {reason}")
-    pytest.skip(reason)
 
 
 def toolchain_env() -> dict[str, str]:

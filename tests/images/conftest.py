@@ -12,6 +12,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
+from tests.prerequisites import unavailable
 from images_support import PREFIX, Sandbox, docker, image_tags
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -26,9 +28,7 @@ def _in_ci() -> bool:
 
 
 def _skip_or_fail(reason: str):
-    if _in_ci():
-        pytest.fail(f"{reason} (CI=true: required)")
-    pytest.skip(reason)
+    unavailable(reason)
 
 
 @pytest.fixture(scope="session")

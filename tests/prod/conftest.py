@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.prerequisites import unavailable
+
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "prod-test-server"
 IN_CI = os.environ.get("CI", "").lower() == "true"
@@ -29,10 +31,6 @@ IN_CI = os.environ.get("CI", "").lower() == "true"
 HARNESS_CACHE = os.environ.get("AI_MEETING_CACHE", str(Path.home() / ".cache" / "ai-meeting"))
 
 
-def unavailable(reason: str) -> None:
-    if IN_CI:
-        pytest.fail(f"CI=true and {reason}")
-    pytest.skip(reason)
 
 
 def harness(*args: str, timeout: int = 900) -> subprocess.CompletedProcess[str]:

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.prerequisites import unavailable
+
 REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
@@ -27,9 +29,7 @@ PG_BIN = Path("/usr/lib/postgresql/15/bin")
 
 
 def missing(reason: str) -> None:
-    if IN_CI:
-        pytest.fail(f"CI=true and {reason}")
-    pytest.skip(reason)
+    unavailable(reason)
 
 
 def need_tool(name: str) -> str:
