@@ -37,22 +37,17 @@ class ApplyError(RuntimeError):
     pass
 
 
-def _run(argv: list[str], *, stdin: str | None = None, env: dict[str, str] | None = None, timeout: int = 300) -> str:
-    proc = subprocess.run(argv, input=stdin, capture_output=True, text=True, env=env, timeout=timeout)
+def _run_both(argv: list[str], *, stdin: str | None = None, timeout: int = 300) -> tuple[str, str]:
+    """Run; return (stdout, stderr) like pulumi-command does, or raise with both."""
+    proc = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0:
         shown = " ".join(shlex.quote(a) for a in argv[:6])
         raise ApplyError(f"{shown} … exited {proc.returncode}: {proc.stderr.strip()[-1500:]} {proc.stdout.strip()[-500:]}")
-    return proc.stdout
+    return proc.stdout, proc.stderr
 
 
-def _seconds(duration: str | None, default: float) -> float:
-    if not duration:
-        return default
-    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
-    for suffix in ("ms", "s", "m", "h"):
-        if duration.endswith(suffix):
-            return float(duration[: -len(suffix)]) * units[suffix]
-    return float(duration)
+def _run(argv: list[str], *, stdin: str | None = None, timeout: int = 300) -> str:
+    return _run_both(argv, stdin=stdin, timeout=timeout)[0]
 
 
 @dataclass
@@ -249,13 +244,13 @@ class DockerApplier(pulumi.runtime.Mocks):
 
     def _local_command(self, name: str, inputs: dict) -> tuple[str, dict]:
         interpreter = inputs.get("interpreter") or ["/bin/sh", "-c"]
-        out = _run([*interpreter, inputs["create"]], stdin=inputs.get("stdin"), timeout=600)
-        return f"{name}-{secrets.token_hex(4)}", {"stdout": out, "stderr": ""}
+        out, err = _run_both([*interpreter, inputs["create"]], stdin=inputs.get("stdin"), timeout=600)
+        return f"{name}-{secrets.token_hex(4)}", {"stdout": out, "stderr": err}
 
     def _remote_command(self, name: str, inputs: dict) -> tuple[str, dict]:
         assert self.ssh, "remote commands need DockerApplier(ssh=...)"
-        out = _run(self.ssh.argv(inputs["create"]), stdin=inputs.get("stdin"), timeout=1200)
-        return f"{name}-{secrets.token_hex(4)}", {"stdout": out, "stderr": ""}
+        out, err = _run_both(self.ssh.argv(inputs["create"]), stdin=inputs.get("stdin"), timeout=1200)
+        return f"{name}-{secrets.token_hex(4)}", {"stdout": out, "stderr": err}
 
     # --- random and tls ---------------------------------------------------------------------
 
