@@ -52,6 +52,7 @@ case "$cmd" in
     case "$fmt" in
       *Mounts*) printf '%s\n' "$root/$c/data" ;;
       *State.Running*) echo true ;;
+      *State.Health*) echo healthy ;;
     esac ;;
   stop|start)
     for c in "$@"; do
