@@ -135,7 +135,7 @@ class Proxy(pulumi.ComponentResource):
             ),
             site,
             parent=self,
-            depends_on=[*depends_on, *api_replicas, web],
+            depends_on=[*depends_on, *api_replicas, web, *tls_material.ready],
         )
         reload = shell.run(
             "nginx-reload",

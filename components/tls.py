@@ -34,7 +34,7 @@ class TlsMaterial:
     private_key_pem: pulumi.Output[str] | None
     host_dir: str | None
     acme_webroot: str | None
-    ready: pulumi.Output[str]  # resolves once the certificate exists
+    ready: list[pulumi.Resource]  # nginx starts only after these (the certificate exists)
 
 
 def certbot_settings(cfg: StackConfig) -> CertbotSettings:
@@ -82,7 +82,7 @@ class Tls(pulumi.ComponentResource):
                 private_key_pem=pulumi.Output.secret(key.private_key_pem),
                 host_dir=None,
                 acme_webroot=None,
-                ready=cert.id,
+                ready=[cert],
             )
         elif mode == "provided":
             assert cfg.tls.certificate and cfg.tls.private_key  # validated by the model
@@ -91,7 +91,7 @@ class Tls(pulumi.ComponentResource):
                 private_key_pem=pulumi.Output.secret(cfg.tls.private_key.get_secret_value()),
                 host_dir=None,
                 acme_webroot=None,
-                ready=pulumi.Output.from_input("provided"),
+                ready=[],
             )
         else:
             settings = certbot_settings(cfg)
@@ -114,6 +114,6 @@ class Tls(pulumi.ComponentResource):
                 private_key_pem=None,
                 host_dir=f"{cfg.install_dir}/ssl",
                 acme_webroot=settings.webroot,
-                ready=issue.id,  # type: ignore[attr-defined]
+                ready=[issue],
             )
         self.register_outputs({"mode": mode})

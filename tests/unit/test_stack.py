@@ -236,3 +236,30 @@ def test_server_side_ssh_port_opens_the_firewall_for_it():
 
     s = bootstrap_settings(config("prod", target={"kind": "ssh", "host": "127.0.0.1", "port": 2222, "private_key": FAKE_PEM}, bootstrap={"ssh_port": 22}))
     assert s.ssh_port == 22 and 2222 not in s.allowed_tcp_ports
+
+
+def test_nginx_waits_for_the_certificate(tmp_path, monkeypatch):
+    """nginx mounts or uploads the certificate: it must not be created before it exists."""
+    import pulumi
+
+    from components.stack import AiMeetingStack
+    from tests.unit.harness import Recorder
+
+    monkeypatch.setenv("AI_MEETING_CACHE", str(tmp_path))
+    for env, cert_resource in (("dev", "tls-cert"), ("prod", "certbot-issue")):
+        nginx_deps: list = []
+
+        def record(args: pulumi.ResourceTransformationArgs):
+            if args.type_ == "docker:index/container:Container" and args.name == "nginx":
+                nginx_deps.extend(args.opts.depends_on or [])
+            return None
+
+        pulumi.runtime.set_mocks(Recorder(), project="ai-meeting", stack=env, preview=False)
+
+        @pulumi.runtime.test
+        def run():
+            AiMeetingStack("ai-meeting", config(env), pulumi.ResourceOptions(transformations=[record]))
+
+        run()
+        names = [getattr(d, "_name", None) for d in nginx_deps]
+        assert cert_resource in names, (env, names)
