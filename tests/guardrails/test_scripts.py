@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.prerequisites import unavailable
+
 from guardrails_env import REPO
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -180,6 +182,6 @@ def test_pr_check_fails_when_the_guard_blocks(fake):
 def test_shellcheck_clean(script):
     import shutil
     if not shutil.which("shellcheck"):
-        pytest.skip("shellcheck not installed")
+        unavailable("shellcheck not installed")
     p = subprocess.run(["shellcheck", "-x", f"scripts/{script}"], cwd=REPO, capture_output=True, text=True)
     assert p.returncode == 0, p.stdout
