@@ -26,6 +26,7 @@ import yaml
 from tests.e2e.docker_applier import DockerApplier, Ssh, apply_stack
 from tests.prod import checks, stack_checks
 from tests.prod.conftest import Pebble, ProdServer
+from tests.prod.prod_config import prod_like_config
 from tests.prod.stack_checks import CA_ON_SERVER
 
 pytestmark = [pytest.mark.prod, pytest.mark.docker, pytest.mark.timeout(2400)]
@@ -38,26 +39,14 @@ def local_images() -> dict[str, str]:
     return {k: v for k, v in dev.items() if k != "pull"}
 
 
-def prod_like_config(server: ProdServer, pebble: Pebble, images: dict[str, str], **overrides: Any):
-    """Pulumi.prod.yaml pointed at the test server, pebble and the local images."""
-    from config import validate_config
-
-    raw = {
-        k.removeprefix("ai-meeting:"): v
-        for k, v in yaml.safe_load((REPO / "Pulumi.prod.yaml").read_text())["config"].items()
-    }
-    raw.update(
-        environment="prod",
-        target={"kind": "ssh", "host": server.host, "port": server.port, "user": server.user,
-                "private_key": server.private_key},
-        domains=[server.domain],
-        tls={"mode": "letsencrypt", "email": f"ops@{server.domain}",
-             "acme_server": pebble.directory_url, "acme_ca_bundle": CA_ON_SERVER},
+def applied_config(server: ProdServer, pebble: Pebble, images: dict[str, str], **overrides: Any):
+    """The prod-like config with the local images and three API replicas."""
+    return prod_like_config(
+        server, pebble,
         images={"pull": False, **images},
         api={"replicas": 3, "migrate_command": ["ai-meeting-api", "migrate"]},
+        **overrides,
     )
-    raw.update(overrides)
-    return validate_config(raw, "prod")
 
 
 class ServerApplier(DockerApplier):
@@ -129,7 +118,7 @@ def applied(bare_server: ProdServer, pebble: Pebble, tmp_path_factory) -> Applie
     work = tmp_path_factory.mktemp("applied")
     applier = ServerApplier(work, bare_server, list(images.values()))
     a = Applied(bare_server, pebble, applier)
-    cfg = prod_like_config(bare_server, pebble, images)
+    cfg = applied_config(bare_server, pebble, images)
     import os
 
     old = os.environ.get("AI_MEETING_CACHE")

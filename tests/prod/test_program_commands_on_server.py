@@ -17,34 +17,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from tests.prod.conftest import Pebble, ProdServer
+from tests.prod.prod_config import prod_like_config
+from tests.prod.stack_checks import CA_ON_SERVER
 
 pytestmark = [pytest.mark.prod, pytest.mark.docker, pytest.mark.timeout(1800)]
 
 REPO = Path(__file__).resolve().parents[2]
-CA_ON_SERVER = "/etc/ai-meeting-test/pebble-ca.pem"
 HOST_SIDE = ("bootstrap-", "certbot-issue", "backup-install")
-
-
-def prod_like_config(server: ProdServer, pebble: Pebble, **overrides: Any):
-    from config import validate_config
-
-    raw = {
-        k.removeprefix("ai-meeting:"): v
-        for k, v in yaml.safe_load((REPO / "Pulumi.prod.yaml").read_text())["config"].items()
-    }
-    raw.update(
-        environment="prod",
-        target={"kind": "ssh", "host": server.host, "port": server.port, "user": server.user,
-                "private_key": server.private_key},
-        domains=[server.domain],
-        tls={"mode": "letsencrypt", "email": f"ops@{server.domain}",
-             "acme_server": pebble.directory_url, "acme_ca_bundle": CA_ON_SERVER},
-    )
-    raw.update(overrides)
-    return validate_config(raw, "prod")
 
 
 def declared_commands(cfg, cache: Path) -> list[dict[str, Any]]:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.prerequisites import unavailable
 from tests.prod.conftest import Pebble, ProdServer
 
 pytestmark = [pytest.mark.prod, pytest.mark.docker, pytest.mark.timeout(900)]
@@ -83,7 +84,7 @@ def test_docker_io_installs_and_runs_a_container(bare_server: ProdServer) -> Non
 def test_inner_published_port_is_reachable_from_this_machine(bare_server: ProdServer) -> None:
     nginx = "ai-meeting-local/nginx:1.22"
     if subprocess.run(["docker", "image", "inspect", nginx], capture_output=True).returncode:
-        pytest.skip(f"{nginx} not built (scripts/build-local-images nginx)")
+        unavailable(f"{nginx} not built (scripts/build-local-images nginx)")
     bare_server.load_images(nginx)
     bare_server.sudo(f"docker run -d --name harness-probe -p 80:80 {nginx}")
     try:
