@@ -1,8 +1,10 @@
 """The API service (R5, R10, R14, R15, R20): N replicas, migrations, verification.
 
-Replicas are auto-named, so a new image or setting starts new containers (healthy first,
-`wait=True`) before the old ones are removed; each also answers on the network alias
-`api-<i>`, which the nginx upstream lists.
+Replicas are auto-named and publish no host port, so a new image or setting starts new
+containers (healthy first, `wait=True`) while the old ones still serve. nginx's upstream
+lists the replicas by container name (components/proxy.py) and is reloaded before Pulumi
+removes the old ones at the end of the update: no request is sent to a replica that is gone.
+Each replica also answers on the network aliases `api` and `api-<i>`.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import pulumi_docker as docker
 
 from config.model import StackConfig
 
-from .service import DockerSite, Health, ServiceSpec, loopback_port, service_container
+from .service import DockerSite, Health, ServiceSpec, service_container
 from .target import HostShell
 
 
@@ -90,6 +92,7 @@ def migrate_script(docker_cli: str, container: str, migrate_command: list[str]) 
 class Api(pulumi.ComponentResource):
     replicas: list[docker.Container]
     upstreams: list[str]
+    port: int
     migrations: pulumi.Resource | None
 
     def __init__(
@@ -101,7 +104,6 @@ class Api(pulumi.ComponentResource):
         secrets: pulumi.Output[ApiSecrets],
         shell: HostShell,
         depends_on: list[pulumi.Resource],
-        after_delete: pulumi.ResourceHook | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ):
         super().__init__("ai-meeting:api:Api", name, None, opts)
@@ -110,7 +112,6 @@ class Api(pulumi.ComponentResource):
         health_url = f"http://127.0.0.1:{cfg.api.port}{cfg.api.health_path}"
         self.replicas = []
         for i in range(1, cfg.api.replicas + 1):
-            host_port = None if cfg.loopback_ports.api is None else cfg.loopback_ports.api + i - 1
             self.replicas.append(
                 service_container(
                     replica_alias(i),
@@ -120,7 +121,6 @@ class Api(pulumi.ComponentResource):
                         limits=cfg.resources.api,
                         envs=envs,
                         aliases=[replica_alias(i)],
-                        ports=[loopback_port(cfg.api.port, host_port)] if host_port else [],
                         # Host-side app logs (plan: ./logs/app) only where the plan's layout exists.
                         volumes=(
                             [docker.ContainerVolumeArgs(host_path=f"{cfg.install_dir}/logs/app", container_path="/app/logs")]
@@ -140,10 +140,10 @@ class Api(pulumi.ComponentResource):
                     site,
                     parent=self,
                     depends_on=depends_on,  # starts only after db/redis/minio are healthy (R10)
-                    hooks=pulumi.ResourceHookBinding(after_delete=[after_delete]) if after_delete else None,
                 )
             )
         self.upstreams = [f"{replica_alias(i)}:{cfg.api.port}" for i in range(1, cfg.api.replicas + 1)]
+        self.port = cfg.api.port
         self.migrations = None
         if cfg.api.run_migrations:
             first = self.replicas[0]

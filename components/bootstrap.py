@@ -31,6 +31,7 @@ def bootstrap_settings(cfg: StackConfig) -> BootstrapSettings:
         min_disk_gb=b.min_disk_gb,
         preflight_mode=b.preflight_mode,
         letsencrypt=cfg.tls.mode == "letsencrypt",
+        app_log_uid=cfg.api.log_uid,
     )
 
 

@@ -13,7 +13,7 @@ import pulumi
 import pulumi_docker as docker
 
 from config.model import StackConfig
-from render.postgres import quote_ident, quote_literal, render_init_sql, render_postgres_args
+from render.postgres import render_init_sql, render_postgres_args
 from render.redis import RedisSettings, render_redis_command
 
 from .service import DockerSite, Health, ServiceSpec, loopback_port, service_container, upload
@@ -50,10 +50,16 @@ def postgres_command(cfg: StackConfig) -> list[str]:
     )
 
 
-def password_sync_sql(user: str, password: str) -> str:
-    """PostgreSQL reads POSTGRES_PASSWORD only when it initialises an empty data directory;
-    after that the role's password must be changed inside the database."""
-    return f"ALTER ROLE {quote_ident(user)} WITH PASSWORD {quote_literal(password)};\n"
+# Run by `sh` inside the postgres container. The password comes from the container's own
+# environment (POSTGRES_PASSWORD, the generated secret), is quoted by the shell's builtins and
+# reaches psql on stdin: it is on no command line, in no script text and not in Pulumi's state
+# as a command input, so a saved plan made before the password exists still applies.
+PASSWORD_SYNC_SH = r"""set -eu
+q="'"
+quoted=$(printf '%s' "$POSTGRES_PASSWORD" | sed "s/$q/$q$q/g")
+printf 'ALTER ROLE "%s" WITH PASSWORD %s%s%s;\n' "$POSTGRES_USER" "$q" "$quoted" "$q" |
+  psql -v ON_ERROR_STOP=1 -q -U "$POSTGRES_USER" -d "$POSTGRES_DB"
+"""
 
 
 class Postgres(pulumi.ComponentResource):
@@ -103,12 +109,11 @@ class Postgres(pulumi.ComponentResource):
         )
         # Keeps the role's password equal to the generated one: after a rotation, and after
         # anything that regenerated it (pulumi-random #258). Runs over the container's local
-        # socket; the SQL travels on stdin, so the password is on no command line.
+        # socket with the password the container was started with (PASSWORD_SYNC_SH).
         self.password_synced = shell.run(
             "postgres-password-sync",
-            f"set -euo pipefail\n{shell.docker_cli} exec -i {cfg.container_name('postgres')} "
-            f"psql -v ON_ERROR_STOP=1 -q -U {db.user} -d {db.name}",
-            stdin=pulumi.Output.secret(password).apply(lambda pw: password_sync_sql(db.user, pw)),
+            f"set -euo pipefail\n{shell.docker_cli} exec -i {cfg.container_name('postgres')} sh -s",
+            stdin=PASSWORD_SYNC_SH,
             parent=self,
             triggers=[self.container.id, str(cfg.rotation.db_password)],
             depends_on=[self.container],

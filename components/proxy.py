@@ -1,19 +1,21 @@
 """nginx (R12, R13, R20): the only container that listens beyond 127.0.0.1.
 
-Its config is rendered from the stack config (render/nginx.py) and put into the container;
-it is reloaded, not restarted, when API replicas or the web container are replaced, since
-nginx resolves upstream names only when it (re)loads its config.
+Its config is rendered from the stack config (render/nginx.py) and put into the container.
+The upstreams (API replicas and web, by container name) live in a separate file on a volume:
+a rollout or a scale change rewrites that file and reloads nginx, never restarting it.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import pulumi
 import pulumi_docker as docker
 
 from config.model import StackConfig
-from render.nginx import NginxSite, render_nginx_conf
+from render.nginx import NginxSite, render_nginx_conf, render_nginx_upstreams
 
-from .service import DockerSite, Health, ServiceSpec, service_container, upload
+from .service import DockerSite, Health, ServiceSpec, loopback_port, service_container, upload
 from .target import HostShell
 from .tls import CERT_DIR_IN_NGINX, TlsMaterial
 
@@ -51,34 +53,47 @@ def verify_script(cfg: StackConfig, docker_cli: str) -> str:
     )
 
 
-def reload_script(cfg: StackConfig, docker_cli: str) -> str:
-    """A graceful reload: nginx re-resolves upstream names, old workers finish their requests.
-    Does nothing when nginx isn't running (first deploy, destroy)."""
-    nginx = cfg.container_name("nginx")
-    return (
-        "set -euo pipefail\n"
-        f"if [ \"$({docker_cli} inspect -f '{{{{.State.Running}}}}' {nginx} 2>/dev/null)\" = true ]; then\n"
-        f"  {docker_cli} exec {nginx} nginx -s reload\n"
-        "fi"
+UPSTREAMS_DIR = "/etc/nginx/upstreams"
+UPSTREAMS_FILE = f"{UPSTREAMS_DIR}/upstreams.conf"
+API_LOOPBACK_LISTEN = 8081  # inside the nginx container; published on 127.0.0.1:loopback_ports.api
+
+
+def upstreams_script(docker_cli: str, nginx: str, volume: str, helper_image: str, conf: str) -> str:
+    """Switch nginx to the current replicas without restarting it: write the upstream file into
+    the volume nginx reads it from (with a helper container, so it works before nginx exists),
+    then, if nginx runs, check the config, reload gracefully and wait (at most 10 s) for the
+    old workers to finish their requests. A config nginx refuses is rolled back. Pulumi removes
+    replaced containers only after this, so no request goes to a container that is gone."""
+    inside = (
+        "cat > /u/upstreams.conf.new && { [ ! -f /u/upstreams.conf ] || cp /u/upstreams.conf /u/upstreams.conf.prev; }"
+        " && mv /u/upstreams.conf.new /u/upstreams.conf"
     )
-
-
-def reload_after_delete_hook(cfg: StackConfig, shell: HostShell) -> pulumi.ResourceHook:
-    """Pulumi deletes replaced API containers at the end of an update, after every command
-    ran; nginx would keep their stale addresses. This hook reloads it once they are gone."""
-    script = reload_script(cfg, shell.docker_cli)
-
-    def reload(args: pulumi.ResourceHookArgs) -> None:
-        result = shell.run_now(script)
-        if result.returncode != 0:
-            pulumi.log.warn(f"nginx reload after removing {args.name} failed: {result.stderr.strip()[-300:]}")
-
-    return pulumi.ResourceHook(f"{cfg.name_prefix}-reload-nginx", reload, pulumi.ResourceHookOptions(ignore_errors=True))
+    restore = f"{docker_cli} run --rm --network none --user 0 --entrypoint sh -v {volume}:/u {helper_image} -c 'mv /u/upstreams.conf.prev /u/upstreams.conf'"
+    return f"""set -euo pipefail
+{docker_cli} run --rm -i --network none --user 0 --entrypoint sh -v {volume}:/u {helper_image} -c '{inside}' <<'AI_MEETING_EOF'
+{conf.rstrip()}
+AI_MEETING_EOF
+if [ "$({docker_cli} inspect -f '{{{{.State.Running}}}}' {nginx} 2>/dev/null)" = true ]; then
+  if ! {docker_cli} exec {nginx} nginx -t -q; then
+    {restore}
+    echo 'nginx refused the new upstreams; the previous ones stay in place' >&2
+    exit 1
+  fi
+  {docker_cli} exec {nginx} nginx -s reload
+  for _ in $(seq 1 20); do
+    sleep 0.5
+    {docker_cli} exec {nginx} sh -c 'grep -qs "worker process is shutting dow[n]" /proc/[0-9]*/cmdline' || break
+  done
+  echo 'nginx reloaded with the current upstreams'
+else
+  echo 'upstreams written; nginx starts with them'
+fi"""
 
 
 class Proxy(pulumi.ComponentResource):
     container: docker.Container
     conf: str
+    upstreams_conf: pulumi.Output[str]
 
     def __init__(
         self,
@@ -88,18 +103,51 @@ class Proxy(pulumi.ComponentResource):
         image: pulumi.Input[str],
         tls_material: TlsMaterial,
         api_replicas: list[docker.Container],
-        api_upstreams: list[str],
+        api_port: int,
         web: docker.Container,
-        web_upstream: str,
+        web_port: int,
         shell: HostShell,
         depends_on: list[pulumi.Resource],
         opts: pulumi.ResourceOptions | None = None,
     ):
         super().__init__("ai-meeting:proxy:Proxy", name, None, opts)
         cfg = site.cfg
-        self.conf = render_nginx_conf(nginx_site(cfg, api_upstreams, web_upstream, tls_material.acme_webroot))
+        acme = tls_material.acme_webroot
+        loopback_api = cfg.loopback_ports.api
+        # nginx.conf itself does not name the replicas: scaling or a rollout only rewrites the
+        # included upstream file and reloads (no nginx restart, no dropped connection).
+        self.conf = render_nginx_conf(
+            dataclasses.replace(
+                nginx_site(cfg, [f"api:{api_port}"], f"web:{web_port}", acme),
+                upstreams_include=UPSTREAMS_FILE,
+                listen_api_loopback=API_LOOPBACK_LISTEN if loopback_api else None,
+            )
+        )
+        self.upstreams_conf = pulumi.Output.all(web.name, *[c.name for c in api_replicas]).apply(
+            lambda names: render_nginx_upstreams(
+                nginx_site(cfg, [f"{n}:{api_port}" for n in names[1:]], f"{names[0]}:{web_port}", acme)
+            )
+        )
+        upstreams_volume = docker.Volume(
+            "nginx-upstreams",
+            name=f"{cfg.name_prefix}-nginx-upstreams",
+            labels=[docker.VolumeLabelArgs(label="ai-meeting.stack", value=pulumi.get_stack())],
+            opts=pulumi.ResourceOptions(parent=self, provider=site.provider),
+        )
+        nginx_name = cfg.container_name("nginx")
+        upstreams = shell.run(
+            "nginx-upstreams-reload",
+            pulumi.Output.all(upstreams_volume.name, image, self.upstreams_conf).apply(
+                lambda v: upstreams_script(shell.docker_cli, nginx_name, v[0], v[1], v[2])
+            ),
+            parent=self,
+            triggers=[self.upstreams_conf],
+            depends_on=[*depends_on, *api_replicas, web],
+        )
         uploads = [upload("/etc/nginx/nginx.conf", self.conf)]
-        volumes: list[docker.ContainerVolumeArgs] = []
+        volumes: list[docker.ContainerVolumeArgs] = [
+            docker.ContainerVolumeArgs(volume_name=upstreams_volume.name, container_path=UPSTREAMS_DIR, read_only=True)
+        ]
         if tls_material.host_dir:
             volumes.append(docker.ContainerVolumeArgs(host_path=tls_material.host_dir, container_path=CERT_DIR_IN_NGINX, read_only=True))
         else:
@@ -113,6 +161,12 @@ class Proxy(pulumi.ComponentResource):
         if cfg.is_remote:
             volumes.append(docker.ContainerVolumeArgs(host_path=f"{cfg.install_dir}/logs/nginx", container_path="/var/log/nginx"))
         bind = cfg.nginx.bind_address
+        ports = [
+            docker.ContainerPortArgs(internal=80, external=cfg.nginx.http_port, ip=bind),
+            docker.ContainerPortArgs(internal=443, external=cfg.nginx.https_port, ip=bind),
+        ]
+        if loopback_api:
+            ports.append(loopback_port(API_LOOPBACK_LISTEN, loopback_api))
         health_url = "https://127.0.0.1/health"
         self.container = service_container(
             "nginx",
@@ -125,31 +179,20 @@ class Proxy(pulumi.ComponentResource):
                 envs=[f"TZ={cfg.timezone}"],
                 uploads=uploads,
                 volumes=volumes,
-                ports=[
-                    docker.ContainerPortArgs(internal=80, external=cfg.nginx.http_port, ip=bind),
-                    docker.ContainerPortArgs(internal=443, external=cfg.nginx.https_port, ip=bind),
-                ],
+                ports=ports,
                 health=Health(
                     test=["CMD-SHELL", f"curl -fsSk {health_url} >/dev/null || wget -q --no-check-certificate -O /dev/null {health_url}"]
                 ),
             ),
             site,
             parent=self,
-            depends_on=[*depends_on, *api_replicas, web, *tls_material.ready],
-        )
-        reload = shell.run(
-            "nginx-reload",
-            reload_script(cfg, shell.docker_cli),
-            parent=self,
-            # Replaced replicas get new addresses; a reload re-resolves them without dropping requests.
-            triggers=[*[c.id for c in api_replicas], web.id, self.container.id],
-            depends_on=[self.container],
+            depends_on=[upstreams, *tls_material.ready],
         )
         self.verified = shell.run(
             "verify-deploy",
             verify_script(cfg, shell.docker_cli),
             parent=self,
-            triggers=[*[c.id for c in api_replicas], web.id, self.container.id],
-            depends_on=[reload],
+            triggers=[self.upstreams_conf, self.container.id],
+            depends_on=[upstreams, self.container],
         )
-        self.register_outputs({"container": self.container.name})
+        self.register_outputs({"container": self.container.name, "upstreams": self.upstreams_conf})

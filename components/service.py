@@ -13,7 +13,7 @@ from typing import Sequence
 import pulumi
 import pulumi_docker as docker
 
-from config.model import Limits, StackConfig
+from config.model import Limits, StackConfig, docker_cpus
 
 LABEL_SERVICE = "ai-meeting.service"
 LABEL_KIND = "ai-meeting.kind"
@@ -87,7 +87,6 @@ def service_container(
     *,
     parent: pulumi.Resource,
     depends_on: Sequence[pulumi.Resource] = (),
-    hooks: pulumi.ResourceHookBinding | None = None,
 ) -> docker.Container:
     return docker.Container(
         resource_name,
@@ -101,7 +100,7 @@ def service_container(
         wait=True,
         wait_timeout=spec.wait_timeout,
         healthcheck=spec.health.args(),
-        cpus=f"{spec.limits.cpus:g}",
+        cpus=docker_cpus(spec.limits.cpus),  # as the provider reads it back, or every up replaces
         memory=spec.limits.memory_mb,
         memory_swap=spec.limits.memory_mb,  # no swap on top: the limit is the limit
         log_driver="json-file",
@@ -119,7 +118,6 @@ def service_container(
             provider=site.provider,
             depends_on=list(depends_on),
             delete_before_replace=spec.delete_before_replace,
-            hooks=hooks,
         ),
     )
 

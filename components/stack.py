@@ -13,7 +13,7 @@ from .datastores import Minio, Placement, Postgres, Redis
 from .images import Images
 from .monitoring import Monitoring
 from .network import NetworkAndData
-from .proxy import Proxy, reload_after_delete_hook
+from .proxy import Proxy
 from .secrets import Secrets
 from .service import DockerSite
 from .target import HostShell, make_docker_provider, ssh_connection
@@ -57,7 +57,6 @@ class AiMeetingStack(pulumi.ComponentResource):
             image=images.ids["api"],
             secrets=api_secrets,
             shell=shell,
-            after_delete=reload_after_delete_hook(cfg, shell),
             depends_on=[self.postgres.container, self.postgres.password_synced, self.redis.container, self.minio.container, self.minio.bucket_ready],
             opts=child,
         )
@@ -71,9 +70,9 @@ class AiMeetingStack(pulumi.ComponentResource):
             image=images.ids["nginx"],
             tls_material=self.tls.material,
             api_replicas=self.api.replicas,
-            api_upstreams=self.api.upstreams,
+            api_port=self.api.port,
             web=self.web.container,
-            web_upstream=self.web.upstream,
+            web_port=self.web.port,
             shell=shell,
             depends_on=[self.api.migrations] if self.api.migrations else [],
             opts=child,

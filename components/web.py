@@ -1,4 +1,7 @@
-"""The web front end (R11): one container behind nginx, reached as `web` on the network."""
+"""The web front end (R11): one container behind nginx, reached as `web` on the network.
+
+Auto-named like the API replicas: a new release starts before the old container goes, and
+nginx's upstream (by container name) is switched over with a reload in between."""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ from .service import DockerSite, Health, ServiceSpec, service_container
 class Web(pulumi.ComponentResource):
     container: docker.Container
     upstream: str
+    port: int
 
     def __init__(
         self,
@@ -30,8 +34,6 @@ class Web(pulumi.ComponentResource):
                 service="web",
                 image=image,
                 limits=cfg.resources.web,
-                container_name=cfg.container_name("web"),
-                delete_before_replace=True,
                 envs=[f"TZ={cfg.timezone}"],
                 health=Health(test=["CMD-SHELL", f"curl -fsS {url} >/dev/null || wget -qO /dev/null {url}"]),
             ),
@@ -40,4 +42,5 @@ class Web(pulumi.ComponentResource):
             depends_on=depends_on,
         )
         self.upstream = f"web:{cfg.web.port}"
+        self.port = cfg.web.port
         self.register_outputs({"container": self.container.name, "upstream": self.upstream})

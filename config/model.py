@@ -7,6 +7,7 @@ validated as a whole before any resource is declared, so bad input never half-ap
 from __future__ import annotations
 
 import re
+from fractions import Fraction
 from typing import Annotated, Literal, Union
 from zoneinfo import available_timezones
 
@@ -165,9 +166,34 @@ class Images(Strict):
 # --- per-service resources --------------------------------------------------------------
 
 
+def docker_cpus(cpus: float) -> str:
+    """`cpus` written exactly as pulumi-docker reads it back from the engine (its
+    nanoInt64ToDecimalString): 1 -> "1.0", 0.5 -> "0.5", 1.25 -> "1.25". `cpus` forces a
+    replacement, so sending "1" while the provider reads "1.0" replaced every container on
+    every `up`."""
+    nano = Fraction(round(cpus * 1_000_000_000), 1_000_000_000)
+    fixed9 = f"{nano.numerator * 10**9 // nano.denominator // 10**9}.{nano.numerator * 10**9 // nano.denominator % 10**9:09d}"
+    if fixed9.count("0") == 9:  # the provider's own test, quirks included ("10.000000000" has 10)
+        return f"{float(nano):.1f}"
+    return fixed9.rstrip("0")
+
+
 class Limits(Strict):
     cpus: float = Field(gt=0, le=64)
     memory_mb: int = Field(ge=64, le=262144)
+
+    @field_validator("cpus")
+    @classmethod
+    def _cpus_round_trip(cls, v: float) -> float:
+        # The provider's read-back format loses some values (0.05 reads back as "0.1", 10 as
+        # "10."): those would replace the container on every `up`, so refuse them up front.
+        shown = docker_cpus(v)
+        if shown.endswith(".") or round(float(shown), 9) != round(v, 9):
+            raise ValueError(
+                f"{v} CPUs cannot be set reliably (the Docker provider reads it back as '{shown}'); "
+                "use a value such as 0.25, 0.5, 1, 1.5 or 2 (not 10, 20, ... nor below 0.1)"
+            )
+        return v
 
 
 class Resources(Strict):
@@ -190,6 +216,9 @@ class ApiConfig(Strict):
     # One-shot migrations run in the API image after the database is healthy (§7.2).
     migrate_command: list[str] = Field(default_factory=lambda: ["npm", "run", "migration:run"], min_length=1)
     run_migrations: bool = True
+    # The uid the API image runs as: on a server it owns <install_dir>/logs/app, where the API
+    # writes its log file (the plan's ./logs/app mount).
+    log_uid: int = Field(default=10001, ge=0, le=2**31 - 1)
 
 
 class AppSettings(Strict):
@@ -316,7 +345,8 @@ class BootstrapConfig(Strict):
 
 class LoopbackPorts(Strict):
     """Host ports on 127.0.0.1 for operators (psql, redis-cli, the MinIO console through an
-    SSH tunnel). null: don't publish. API replica i gets api + i - 1."""
+    SSH tunnel). null: don't publish. `api` is served by nginx (plain HTTP to all replicas):
+    replicas publish no port, so a new one can start while the old one still runs."""
 
     postgres: Port | None = 5432
     redis: Port | None = 6379
@@ -421,14 +451,12 @@ class StackConfig(Strict):
         if len(ports) != 2:
             raise ValueError("nginx.https_port: must differ from nginx.http_port")
         published = [p for p in self.loopback_ports.model_dump().values() if p is not None]
-        if self.loopback_ports.api is not None:
-            published += [self.loopback_ports.api + i for i in range(1, self.api.replicas)]
         published += [self.nginx.http_port, self.nginx.https_port]
         if self.monitoring.enabled:
             published += [self.monitoring.grafana_port, self.monitoring.prometheus_port]
         clashes = sorted({p for p in published if published.count(p) > 1})
         if clashes:
-            raise ValueError(f"loopback_ports: host port(s) {clashes} are used twice (API replicas take consecutive ports)")
+            raise ValueError(f"loopback_ports: host port(s) {clashes} are used twice")
         return self
 
     # Derived settings: one place decides them, components only read.

@@ -32,6 +32,7 @@ class BootstrapSettings:
     min_docker_version: str = "24.0"
     min_compose_version: str = "2.20"
     letsencrypt: bool = False
+    app_log_uid: int = 10001  # the API image's uid: it writes <install_dir>/logs/app
     # Weekly prune of *dangling* images; True also removes unused tagged images older than
     # prune_until (not for offline servers whose images are loaded by hand: see hardening).
     prune_unused_images: bool = False
@@ -51,6 +52,7 @@ class BootstrapSettings:
         for i, p in enumerate(self.allowed_tcp_ports):
             check_port(p, f"allowed_tcp_ports[{i}]")
         check_positive(self.nofile, "nofile", 1024)
+        check_positive(self.app_log_uid, "app_log_uid", 0)
         check_path(self.install_dir, "install_dir")
         if self.install_dir.rstrip("/") in ("", "/", "/etc", "/usr", "/var", "/home", "/root", "/opt"):
             raise ValueError(f"install_dir: {self.install_dir!r} is a system directory")

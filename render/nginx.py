@@ -37,6 +37,11 @@ class NginxSite:
     api_timeout: str = "60s"
     ws_timeout: str = "7d"
     ws_connect_timeout: str = "60s"
+    # Where the upstream blocks live: None renders them inline; a path makes nginx.conf include
+    # that file (render_nginx_upstreams), which a deploy rewrites and reloads on its own.
+    upstreams_include: str | None = None
+    # A plain-HTTP listener proxying to the API replicas (published on 127.0.0.1), or None.
+    listen_api_loopback: int | None = None
 
     def __post_init__(self) -> None:
         validate_site(self)
@@ -88,6 +93,12 @@ def validate_site(s: NginxSite) -> None:
         check_path(getattr(s, field), field)
     if s.acme_webroot is not None:
         check_path(s.acme_webroot, "acme_webroot")
+    if s.upstreams_include is not None:
+        check_path(s.upstreams_include, "upstreams_include")
+    if s.listen_api_loopback is not None:
+        check_port(s.listen_api_loopback, "listen_api_loopback")
+        if s.listen_api_loopback in (s.listen_http, s.listen_https):
+            raise ValueError("listen_api_loopback must differ from listen_http and listen_https")
     if not _USER_RE.match(s.user):
         raise ValueError(f"user: {s.user!r} is not a valid user name")
 
@@ -102,3 +113,11 @@ def render_nginx_conf(site: NginxSite) -> str:
     bind = f"{site.listen_address}:" if site.listen_address else ""
     return render("nginx.conf.j2", s=site, redirect_base=redirect_base(site),
                   listen_http=f"{bind}{site.listen_http}", listen_https=f"{bind}{site.listen_https}")
+
+
+def render_nginx_upstreams(site: NginxSite) -> str:
+    """The upstream blocks alone, for the file that nginx.conf includes (upstreams_include)."""
+    validate_site(site)
+    return "# Rendered by render/nginx.py: the API replicas and the web front end behind nginx.\n" + render(
+        "nginx-upstreams.conf.j2", s=site
+    )

@@ -67,7 +67,10 @@ def test_defaults_are_valid_and_follow_the_plan():
         ({"target": {"kind": "ssh", "host": "h.example.com", "private_key": "hunter2"}}, "ai-meeting:target.private_key", "private key"),
         ({"target": {"kind": "local", "docker_host": "ssh://x"}}, "ai-meeting:target.docker_host", "unix://"),
         ({"nginx": {"https_port": 80}}, "ai-meeting:nginx.https_port", "differ"),
-        ({"api": {"replicas": 2}, "loopback_ports": {"api": 3000, "postgres": 3001}}, "ai-meeting:loopback_ports", "used twice"),
+        ({"loopback_ports": {"api": 3000, "postgres": 3000}}, "ai-meeting:loopback_ports", "used twice"),
+        # Values the Docker provider reads back differently would replace containers on every up.
+        ({"resources": {"api": {"cpus": 10, "memory_mb": 2048}}}, "ai-meeting:resources.api.cpus", "cannot be set reliably"),
+        ({"resources": {"web": {"cpus": 0.05, "memory_mb": 256}}}, "ai-meeting:resources.web.cpus", "reads it back as '0.1'"),
         ({"tls": {"mode": "letsencrypt", "email": "ops@example.com"}}, "ai-meeting:tls.mode", "needs target.kind ssh"),
     ],
 )

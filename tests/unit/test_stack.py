@@ -55,8 +55,8 @@ def test_only_nginx_listens_beyond_loopback(deployed):
     _, d = deployed
     for c in d.recorder.containers():
         for p in c.inputs.get("ports", []):
-            if labels(c)["ai-meeting.service"] == "nginx":
-                assert p["internal"] in (80, 443)
+            if labels(c)["ai-meeting.service"] == "nginx" and p["internal"] in (80, 443):
+                continue
             else:
                 assert p["ip"] == "127.0.0.1", f"{c.name} publishes {p} beyond 127.0.0.1"
 
@@ -77,13 +77,25 @@ def test_nginx_upstream_lists_every_replica(deployed):
     replicas = 3 if env == "prod" else 1
     apis = [c for c in d.recorder.containers() if labels(c)["ai-meeting.service"] == "api"]
     assert len(apis) == replicas
+    assert all(not c.inputs.get("ports") for c in apis), "replicas publish no host port (a new one starts beside the old)"
     nginx = d.recorder.named("nginx")
     conf = next(u["content"] for u in nginx.inputs["uploads"] if u["file"] == "/etc/nginx/nginx.conf")
-    upstream = re.search(r"upstream api_backend \{(.*?)\}", conf, re.S).group(1)
+    # nginx.conf names no replica: scaling or a rollout must not replace nginx.
+    assert "include /etc/nginx/upstreams/upstreams.conf;" in conf and "api-1" not in conf
+    script = d.recorder.named("nginx-upstreams-reload").inputs["create"]
+    upstream = re.search(r"upstream api_backend \{(.*?)\}", script, re.S).group(1)
     assert "least_conn" in upstream
-    assert sorted(re.findall(r"server (api-\d+):3000 max_fails=3", upstream)) == [f"api-{i}" for i in range(1, replicas + 1)]
+    servers = re.findall(r"server (\S+):3000 max_fails=3", upstream)
+    assert sorted(servers) == sorted(f"{c.name}-1a2b3c4" for c in apis), "upstream = the replica containers by name"
+    assert "nginx -s reload" in script and "nginx -t" in script
     aliases = sorted(a for c in apis for a in c.inputs["networksAdvanced"][0]["aliases"] if a.startswith("api-"))
     assert aliases == [f"api-{i}" for i in range(1, replicas + 1)]
+
+
+def test_cpus_are_sent_as_the_provider_reads_them_back(deployed):
+    _, d = deployed
+    for c in d.recorder.containers():
+        assert c.inputs["cpus"] in ("0.5", "1.0", "2.0"), f"{c.name}: cpus {c.inputs['cpus']!r} would replace it on every up"
 
 
 def test_secrets_are_exported_only_as_secrets(deployed):
@@ -109,7 +121,7 @@ def test_dev_and_prod_differ_where_they_should(deployed):
     provider = rec.of_type("providers:docker")
     assert len(provider) == 1
     bootstrap = [r for r in rec.of_type("remote:Command") if r.name.startswith("bootstrap-")]
-    volumes = rec.of_type("volume:Volume")
+    volumes = [v for v in rec.of_type("volume:Volume") if v.name.endswith("-data")]
     assert {v.name for v in volumes} == {"postgres-data", "redis-data", "minio-data"}
     if env == "dev":
         assert provider[0].inputs["host"] == "unix:///var/run/docker.sock"
@@ -178,8 +190,9 @@ def test_rotation_regenerates_one_secret_and_syncs_postgres():
     assert keepers(after, "redis-password") == {"rotation": "0"}
     sync = after.recorder.named("postgres-password-sync")
     assert "1" in sync.inputs["triggers"]
-    assert sync.inputs["stdin"].startswith('ALTER ROLE "ai_meeting" WITH PASSWORD \'')
-    assert "stdin" in sync.secret_inputs and "ALTER" not in sync.inputs["create"]
+    # The password comes from the container's environment: no secret in the command's inputs.
+    assert "$POSTGRES_PASSWORD" in sync.inputs["stdin"] and "Ab1Ab1" not in sync.inputs["stdin"]
+    assert "ALTER ROLE" in sync.inputs["stdin"] and "ALTER" not in sync.inputs["create"]
 
 
 def test_prod_protects_data_and_secrets_dev_does_not():
@@ -193,7 +206,7 @@ def test_prod_protects_data_and_secrets_dev_does_not():
         seen: dict[str, bool] = {}
 
         def record(args: pulumi.ResourceTransformationArgs):
-            if args.type_ in ("docker:index/volume:Volume", "random:index/randomPassword:RandomPassword"):
+            if args.type_ == "random:index/randomPassword:RandomPassword" or args.name.endswith("-data"):
                 seen[args.name] = bool(args.opts.protect)
             return None
 
