@@ -135,7 +135,7 @@ class Api(pulumi.ComponentResource):
                             start_period="40s",
                         ),
                         extra_labels={"ai-meeting.replica": str(i)},
-                        wait_timeout=180,
+                        wait_timeout=cfg.api.start_timeout,
                     ),
                     site,
                     parent=self,

@@ -216,6 +216,9 @@ class ApiConfig(Strict):
     # One-shot migrations run in the API image after the database is healthy (§7.2).
     migrate_command: list[str] = Field(default_factory=lambda: ["npm", "run", "migration:run"], min_length=1)
     run_migrations: bool = True
+    # Seconds a new replica has to become healthy; a release that does not fails the `up`
+    # there, and the replicas already serving keep serving.
+    start_timeout: int = Field(default=180, ge=30, le=1800)
     # The uid the API image runs as: on a server it owns <install_dir>/logs/app, where the API
     # writes its log file (the plan's ./logs/app mount).
     log_uid: int = Field(default=10001, ge=0, le=2**31 - 1)

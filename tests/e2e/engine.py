@@ -14,14 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
-from tests.prerequisites import unavailable
 import yaml
+
+from tests.prerequisites import unavailable
 
 REPO = Path(__file__).resolve().parents[2]
 PROJECT_FILES = ("Pulumi.yaml", "__main__.py", "config", "components", "render")
-IN_CI = os.environ.get("CI", "").lower() == "true"
-
-
 
 
 def toolchain_env() -> dict[str, str]:
@@ -38,7 +36,17 @@ def require_engine() -> dict[str, str]:
         unavailable("the pulumi CLI is not installed (run scripts/install-pulumi)")
     if subprocess.run(["docker", "info"], capture_output=True).returncode != 0:
         unavailable("no Docker engine answers (run scripts/start-dockerd)")
+    check = subprocess.run([str(REPO / "scripts" / "install-pulumi"), "--check"], env=env, capture_output=True, text=True)
+    if check.returncode != 0:
+        unavailable(f"the Pulumi toolchain is incomplete (run scripts/install-pulumi):\n{check.stdout}{check.stderr}")
     return env
+
+
+def require_local_images() -> None:
+    """The dev stack's images (scripts/build-local-images; a no-op when they are current)."""
+    build = subprocess.run([str(REPO / "scripts" / "build-local-images")], capture_output=True, text=True)
+    if build.returncode != 0:
+        unavailable(f"local images could not be built:\n{build.stdout[-2000:]}\n{build.stderr[-2000:]}")
 
 
 @dataclass
@@ -85,6 +93,10 @@ class PulumiProject:
                 f"pulumi {' '.join(args)} exited {proc.returncode}\n--- stdout\n{proc.stdout[-6000:]}\n--- stderr\n{proc.stderr[-3000:]}"
             )
         return res
+
+    def stack_config(self) -> dict:
+        path = self.dir / f"Pulumi.{self.stack}.yaml"
+        return (yaml.safe_load(path.read_text()) or {}).get("config", {})
 
     def configure(self, **values: object) -> None:
         """Set top-level `ai-meeting:` keys in the stack file (the salt line is kept)."""

@@ -1,15 +1,10 @@
-"""The dev stack for real on the local Docker engine, checked from the outside.
+"""The dev stack through the real engine: `pulumi up` of the program on the local Docker
+engine, checked from the outside, then changed the ways operators change it.
 
-Two ways to bring it up, same checks:
-- `engine`: the real Pulumi engine (`pulumi up` with the local backend). Marked `e2e`; it
-  needs the Python language host and provider plugins, which the Go module mirror does not
-  serve yet (issue 3), so CI leaves this tier out (README: Tests).
-- `declared`: the program's declarations applied to Docker by tests/e2e/docker_applier.py
-  (no engine). Marked `docker`; runs in CI. It proves what the program declares works:
-  images, healthchecks, rendered nginx config, secrets, migrations, scripts.
-
-Engine-only behaviour (a no-op second preview, scaling by `up`, destroy from state) is in the
-`engine` tests at the end.
+One stack for the whole module. The read-only checks run first and share it; the tests after
+them change it in file order (refresh, scale, rollout, a bad release, a dockerd restart) and
+the last one destroys it. Every change is made under a load loop through nginx and must drop
+no request; every change ends with `pulumi preview --expect-no-changes`.
 """
 
 from __future__ import annotations
@@ -17,25 +12,30 @@ from __future__ import annotations
 import json
 import ssl
 import subprocess
+import time
 from dataclasses import dataclass
-from typing import Callable
 
 import pytest
-import yaml
 
-from config import validate_config
 from tests.e2e import netcheck
-from tests.e2e.docker_applier import DockerApplier, apply_stack
-from tests.e2e.engine import REPO, PulumiProject, require_engine, unavailable
+from tests.e2e.engine import PulumiProject, Result, require_engine, require_local_images
+from tests.e2e.load import LoadLoop
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
 
 PREFIX = "aim-e2e"
 HTTP, HTTPS = 18080, 18443
 LOOPBACK = {"postgres": 15432, "redis": 16379, "minio": 19000, "minio_console": 19001, "api": 13000}
+API = {"migrate_command": ["ai-meeting-api", "migrate"], "start_timeout": 60}
 OVERRIDES = {
     "name_prefix": PREFIX,
     "nginx": {"bind_address": "0.0.0.0", "http_port": HTTP, "https_port": HTTPS},
     "loopback_ports": LOOPBACK,
+    "api": {"replicas": 1, **API},
 }
+DEMO_1, DEMO_2 = "ai-meeting-local/api:demo-1", "ai-meeting-local/api:demo-2"
+NEVER_HEALTHY = "ai-meeting-local/api:never-healthy"
+DATA_SERVICES = ("postgres", "redis", "minio")
 
 
 def docker(*args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -47,72 +47,65 @@ def stack_containers() -> list[dict]:
     return json.loads(docker("inspect", *ids).stdout) if ids else []
 
 
-def require_docker_and_images() -> None:
-    if subprocess.run(["docker", "info"], capture_output=True).returncode != 0:
-        unavailable("no Docker engine answers (run scripts/start-dockerd)")
-    build = subprocess.run([str(REPO / "scripts" / "build-local-images")], capture_output=True, text=True)
-    if build.returncode != 0:
-        unavailable(f"local images could not be built:\n{build.stdout[-2000:]}\n{build.stderr[-2000:]}")
+def by_service(service: str) -> list[dict]:
+    return [c for c in stack_containers() if c["Config"]["Labels"].get("ai-meeting.service") == service]
 
 
-def dev_config(**extra: object):
-    doc = yaml.safe_load((REPO / "Pulumi.dev.yaml").read_text())["config"]
-    raw = {k.split(":", 1)[1]: v for k, v in doc.items()}
-    raw.update(OVERRIDES, **extra)
-    return validate_config({"environment": "dev", **raw}, "dev")
+def identity(service: str) -> list[tuple[str, str]]:
+    """(container id, start time): a restart or a replacement changes it."""
+    return sorted((c["Id"], c["State"]["StartedAt"]) for c in by_service(service))
+
+
+def api_version(body: str) -> str:
+    try:
+        return json.loads(body).get("version", "?")
+    except ValueError:
+        return "?"
 
 
 @dataclass
-class Deployment:
-    kind: str
-    outputs: Callable[[], dict]  # with secrets in clear
+class Deployed:
+    project: PulumiProject
     listening_before: set[int]
-    project: PulumiProject | None = None
+    first_up: Result
+    first_up_seconds: float
+
+    def outputs(self) -> dict:
+        return self.project.outputs(show_secrets=True)
+
+    def set_api(self, **api: object) -> None:
+        self.project.configure(api={**API, **api})
+
+    def set_api_image(self, ref: str) -> None:
+        doc = self.project.stack_config()
+        images = dict(doc["ai-meeting:images"])
+        images["api"] = ref
+        self.project.configure(images=images)
+
+    def assert_converged(self) -> None:
+        res = self.project.preview("--expect-no-changes", "--diff", check=False)
+        assert res.code == 0, f"the stack has not converged: a preview wants changes\n{res.stdout[-5000:]}"
 
 
 @pytest.fixture(scope="module")
-def engine_project(tmp_path_factory):
+def stack(tmp_path_factory):
     env = require_engine()
-    require_docker_and_images()
+    require_local_images()
     before = netcheck.public_listeners()
     p = PulumiProject(tmp_path_factory.mktemp("dev-stack"), "dev", env, stack_file="Pulumi.dev.yaml")
     p.configure(**OVERRIDES)
     p.preview()
-    p.up()
-    yield p, before
-    # Leave nothing behind even when a test failed half-way.
+    started = time.monotonic()
+    first = p.up()
+    yield Deployed(p, before, first, time.monotonic() - started)
+    # Leave nothing behind even when a test failed half-way (a no-op after the destroy test).
     p.run("destroy", "--yes", "--stack", "dev", "--skip-preview", check=False, timeout=900)
 
 
-@pytest.fixture(
-    scope="module",
-    params=[pytest.param("declared", marks=pytest.mark.docker), pytest.param("engine", marks=pytest.mark.e2e)],
-)
-def deployed(request, tmp_path_factory, monkeypatch_module):
-    if request.param == "engine":
-        p, before = request.getfixturevalue("engine_project")
-        yield Deployment("engine", lambda: p.outputs(show_secrets=True), before, p)
-        return
-    require_docker_and_images()
-    before = netcheck.public_listeners()
-    work = tmp_path_factory.mktemp("declared")
-    monkeypatch_module.setenv("AI_MEETING_CACHE", str(work / "cache"))
-    applier = DockerApplier(workdir=work)
-    try:
-        outputs = apply_stack(dev_config(), applier, "dev")
-        yield Deployment("declared", lambda: outputs, before)
-    finally:
-        applier.destroy()
+# ---- read-only checks of the deployed stack ---------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def monkeypatch_module():
-    mp = pytest.MonkeyPatch()
-    yield mp
-    mp.undo()
-
-
-def test_up_brings_every_container_to_healthy(deployed):
+def test_up_brings_every_container_to_healthy(stack):
     containers = stack_containers()
     services = sorted(c["Config"]["Labels"]["ai-meeting.service"] for c in containers)
     assert services == ["api", "minio", "nginx", "postgres", "redis", "web"], services
@@ -120,15 +113,17 @@ def test_up_brings_every_container_to_healthy(deployed):
         assert c["State"]["Health"]["Status"] == "healthy", f"{c['Name']}: {c['State']}"
         assert c["HostConfig"]["RestartPolicy"]["Name"] == "unless-stopped"
         assert c["HostConfig"]["Memory"] > 0 and c["HostConfig"]["NanoCpus"] > 0
+        assert c["HostConfig"]["MemorySwap"] == c["HostConfig"]["Memory"], f"{c['Name']}: swap on top of the limit"
+    print(f"first up: {stack.first_up_seconds:.0f} s")
 
 
-def test_http_redirects_to_https(deployed):
+def test_http_redirects_to_https(stack):
     status, headers = netcheck.http_get(HTTP, "/some/page?x=1")
     assert status == 301
     assert headers["location"] == f"https://localhost:{HTTPS}/some/page?x=1"
 
 
-def test_https_serves_the_web_app_with_security_headers(deployed):
+def test_https_serves_the_web_app_with_security_headers(stack):
     status, headers, body = netcheck.https_get(HTTPS, "/")
     assert status == 200 and "AI Meeting" in body
     assert headers["x-frame-options"] == "SAMEORIGIN"
@@ -137,14 +132,14 @@ def test_https_serves_the_web_app_with_security_headers(deployed):
     assert headers["strict-transport-security"].startswith("max-age=31536000")
 
 
-def test_only_tls_1_2_and_1_3(deployed):
+def test_only_tls_1_2_and_1_3(stack):
     assert netcheck.tls_handshake_ok(HTTPS, ssl.TLSVersion.TLSv1_2)
     assert netcheck.tls_handshake_ok(HTTPS, ssl.TLSVersion.TLSv1_3)
     assert not netcheck.tls_handshake_ok(HTTPS, ssl.TLSVersion.TLSv1_1)
     assert not netcheck.tls_handshake_ok(HTTPS, ssl.TLSVersion.TLSv1)
 
 
-def test_health_endpoints_answer_through_nginx(deployed):
+def test_health_endpoints_answer_through_nginx(stack):
     status, _, body = netcheck.https_get(HTTPS, "/health")
     assert status == 200 and body.strip() == "healthy"
     status, _, body = netcheck.https_get(HTTPS, "/api/health")
@@ -153,13 +148,22 @@ def test_health_endpoints_answer_through_nginx(deployed):
     assert status == 200, body  # the API reaches postgres, redis and minio with the generated secrets
 
 
-def test_websocket_upgrades_and_echoes(deployed):
+def test_api_answers_on_its_loopback_port(stack):
+    """127.0.0.1:<loopback_ports.api> reaches the API (through nginx: replicas publish nothing)."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{LOOPBACK['api']}/health", timeout=5) as resp:
+        assert resp.status == 200 and json.loads(resp.read())["status"] == "ok"
+    assert all(not c["HostConfig"]["PortBindings"] for c in by_service("api"))
+
+
+def test_websocket_upgrades_and_echoes(stack):
     status, echoed = netcheck.websocket_echo(HTTPS, "/ws/", "hello meeting")
     assert status == 101 and echoed == "hello meeting"
 
 
-def test_postgres_takes_the_generated_password_only(deployed):
-    url = deployed.outputs()["database_url"]
+def test_postgres_takes_the_generated_password_only(stack):
+    url = stack.outputs()["database_url"]
     password = url.split(":")[2].split("@")[0]
 
     def psql(pw: str, sql: str) -> subprocess.CompletedProcess:
@@ -179,8 +183,8 @@ def test_postgres_takes_the_generated_password_only(deployed):
     assert migrated.stdout.strip() == "t", f"migrations did not run: {migrated.stderr}"
 
 
-def test_redis_refuses_commands_without_the_password(deployed):
-    url = deployed.outputs()["redis_url"]
+def test_redis_refuses_commands_without_the_password(stack):
+    url = stack.outputs()["redis_url"]
     password = url.split(":")[2].split("@")[0]
     cli = ["redis-cli", "-h", "127.0.0.1", "-p", str(LOOPBACK["redis"])]
     anon = subprocess.run([*cli, "SET", "k", "v"], capture_output=True, text=True)
@@ -189,8 +193,8 @@ def test_redis_refuses_commands_without_the_password(deployed):
     assert "allkeys-lru" in authed.stdout
 
 
-def test_bucket_exists_and_objects_round_trip(deployed):
-    minio = deployed.outputs()["minio"]
+def test_bucket_exists_and_objects_round_trip(stack):
+    minio = stack.outputs()["minio"]
     container = f"{PREFIX}-minio"
 
     def mc(secret: str, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
@@ -207,61 +211,147 @@ def test_bucket_exists_and_objects_round_trip(deployed):
     assert mc("not-the-secret", "ls", f"t/{minio['bucket']}").returncode != 0
 
 
-def test_only_nginx_listens_beyond_loopback(deployed):
-    new = netcheck.public_listeners() - deployed.listening_before
+def test_only_nginx_listens_beyond_loopback(stack):
+    new = netcheck.public_listeners() - stack.listening_before
     assert new == {HTTP, HTTPS}, f"ports listening beyond 127.0.0.1 besides nginx: {sorted(new - {HTTP, HTTPS})}"
 
 
-@pytest.mark.e2e
-def test_second_preview_changes_nothing(engine_project):
-    project, _ = engine_project
-    res = project.preview("--expect-no-changes", "--diff", check=False)
-    assert res.code == 0, f"a second preview wants changes:\n{res.stdout[-4000:]}"
+def test_outputs_and_secrets_in_state(stack):
+    plain = stack.project.outputs()
+    assert plain["public_url"] == f"https://localhost:{HTTPS}" and plain["api_replicas"] == 1
+    assert plain["database_url"] == "[secret]" and plain["minio"] == "[secret]"
+    password = stack.outputs()["database_url"].split(":")[2].split("@")[0]
+    exported = stack.project.run("stack", "export", "--stack", "dev").stdout
+    assert password not in exported, "a generated password is in plain text in the state"
+    assert password not in stack.first_up.stdout + stack.first_up.stderr
 
 
-def spread_over_replicas(https_port: int = HTTPS) -> set[str]:
+# ---- convergence ------------------------------------------------------------------------------
+
+
+def test_second_preview_changes_nothing(stack):
+    stack.assert_converged()
+
+
+def test_refresh_finds_no_drift_and_the_stack_stays_converged(stack):
+    res = stack.project.run("refresh", "--yes", "--stack", "dev", "--skip-preview", "--expect-no-changes", check=False)
+    assert res.code == 0, f"refresh found differences between state and the engine:\n{res.stdout[-5000:]}"
+    stack.assert_converged()
+
+
+# ---- changes under load -----------------------------------------------------------------------
+
+
+def test_scale_1_to_3_to_1_drops_no_request(stack):
+    nginx_before = identity("nginx")
+    data_before = {s: identity(s) for s in DATA_SERVICES}
+    stack.set_api(replicas=3)
+    with LoadLoop(HTTPS, "/api/health") as load:
+        stack.project.up()
+    assert not load.result.failed, load.result.summary()
+    assert len(by_service("api")) == 3
     seen = set()
     for _ in range(45):
-        status, _, body = netcheck.https_get(https_port, "/api/whoami")
+        status, _, body = netcheck.https_get(HTTPS, "/api/whoami")
         assert status == 200
         seen.add(body.strip())
-    return seen
+    assert len(seen) == 3, f"nginx sent requests to {seen}"
+    assert stack.project.outputs()["api_replicas"] == 3
+    stack.assert_converged()
+
+    stack.set_api(replicas=1)
+    with LoadLoop(HTTPS, "/api/health") as load:
+        stack.project.up()
+    assert not load.result.failed, load.result.summary()
+    assert len(by_service("api")) == 1
+    assert identity("nginx") == nginx_before, "scaling restarted nginx"
+    assert {s: identity(s) for s in DATA_SERVICES} == data_before, "scaling restarted a data service"
+    print(f"scale 1->3->1 under load: {load.result.summary()}")
+    stack.assert_converged()
 
 
-@pytest.mark.e2e
-def test_scaling_to_three_replicas_spreads_requests(engine_project):
-    project, _ = engine_project
-    project.configure(api={"replicas": 3, "migrate_command": ["ai-meeting-api", "migrate"]})
-    project.up()
-    assert project.outputs()["api_replicas"] == 3
-    assert len(spread_over_replicas()) == 3
+@pytest.mark.parametrize("image, version", [(DEMO_2, "demo-2"), (DEMO_1, "demo-1")], ids=["to-demo-2", "back-to-demo-1"])
+def test_api_rollout_drops_no_request(stack, image, version):
+    stack.set_api(replicas=2)
+    stack.project.up()  # two replicas before the rollout (a no-op the second time)
+    data_before = {s: identity(s) for s in (*DATA_SERVICES, "nginx")}
+    stack.set_api_image(image)
+    with LoadLoop(HTTPS, "/api/health", body_key=api_version) as load:
+        stack.project.up()
+    assert not load.result.failed, load.result.summary()
+    assert load.result.bodies.get(version), f"no request reached {version} during the rollout: {load.result.bodies}"
+    for _ in range(10):
+        assert api_version(netcheck.https_get(HTTPS, "/api/health")[2]) == version
+    assert {c["Config"]["Image"] for c in by_service("api")} == {docker("image", "inspect", "-f", "{{.Id}}", image).stdout.strip()}
+    assert {s: identity(s) for s in (*DATA_SERVICES, "nginx")} == data_before, "the rollout restarted more than the API"
+    print(f"rollout to {version}: {load.result.summary()}, versions seen {load.result.bodies}")
+    stack.assert_converged()
 
 
-@pytest.mark.docker
-def test_three_declared_replicas_share_the_load(tmp_path, monkeypatch):
-    require_docker_and_images()
-    monkeypatch.setenv("AI_MEETING_CACHE", str(tmp_path / "cache"))
-    applier = DockerApplier(workdir=tmp_path)
-    try:
-        # Its own names and ports: the module's one-replica deployment is still up.
-        cfg = dev_config(
-            name_prefix=f"{PREFIX}3",
-            nginx={"bind_address": "127.0.0.1", "http_port": HTTP + 10000, "https_port": HTTPS + 10000},
-            loopback_ports={k: None for k in LOOPBACK},
-            api={"replicas": 3, "migrate_command": ["ai-meeting-api", "migrate"]},
-        )
-        outputs = apply_stack(cfg, applier, "dev")
-        assert outputs["api_replicas"] == 3
-        seen = spread_over_replicas(HTTPS + 10000)
-        assert len(seen) == 3, f"nginx sent requests to {seen}"
-    finally:
-        applier.destroy()
+def build_never_healthy_image() -> None:
+    """A release that starts but never answers its health check."""
+    dockerfile = f'FROM {DEMO_1}\nCMD ["sleep", "infinity"]\n'
+    subprocess.run(["docker", "build", "-q", "-t", NEVER_HEALTHY, "-"], input=dockerfile, text=True,
+                   capture_output=True, check=True, env={"DOCKER_BUILDKIT": "0", "PATH": "/usr/local/bin:/usr/bin:/bin"})
 
 
-@pytest.mark.e2e
-def test_destroy_removes_everything(engine_project):
-    project, _ = engine_project
-    project.destroy()
+def test_a_release_that_never_gets_healthy_fails_the_up_and_the_old_replicas_keep_serving(stack):
+    build_never_healthy_image()
+    stack.set_api_image(NEVER_HEALTHY)
+    with LoadLoop(HTTPS, "/api/health", body_key=api_version) as load:
+        res = stack.project.run("up", "--yes", "--stack", "dev", "--skip-preview", check=False, timeout=900)
+    out = res.stdout + res.stderr
+    assert res.code != 0, "the up of a release that never gets healthy succeeded"
+    assert "api-1" in out and "healthy" in out, f"the failure does not name the replica and its health:\n{out[-3000:]}"
+    assert not load.result.failed, load.result.summary()
+    assert set(load.result.bodies) == {"demo-1"}, load.result.bodies
+
+    # The fix is to set the good tag again: the next up finishes and leaves no broken replica.
+    stack.set_api_image(DEMO_1)
+    with LoadLoop(HTTPS, "/api/health") as load:
+        stack.project.up()
+    assert not load.result.failed, load.result.summary()
+    bad_id = docker("image", "inspect", "-f", "{{.Id}}", NEVER_HEALTHY).stdout.strip()
+    assert bad_id not in {c["Config"]["Image"] for c in stack_containers()}, "a replica of the bad release is left"
+    stack.assert_converged()
+
+
+# ---- the engine underneath restarts ----------------------------------------------------------
+
+
+def restart_dockerd() -> None:
+    pid = subprocess.run(["pidof", "dockerd"], capture_output=True, text=True).stdout.split()
+    assert pid, "dockerd is not running"
+    subprocess.run(["kill", "-TERM", *pid], check=True)
+    for _ in range(120):
+        if subprocess.run(["pidof", "dockerd"], capture_output=True).returncode != 0:
+            break
+        time.sleep(1)
+    from tests.e2e.engine import REPO
+
+    subprocess.run([str(REPO / "scripts" / "start-dockerd")], check=True, capture_output=True)
+
+
+def test_every_container_comes_back_after_a_dockerd_restart(stack):
+    restart_dockerd()
+    deadline = time.monotonic() + 180
+    states: dict[str, str] = {}
+    while time.monotonic() < deadline:
+        states = {c["Name"]: (c["State"].get("Health") or {}).get("Status", c["State"]["Status"]) for c in stack_containers()}
+        if states and all(s == "healthy" for s in states.values()):
+            break
+        time.sleep(2)
+    assert states and all(s == "healthy" for s in states.values()), states
+    status, _, _ = netcheck.https_get(HTTPS, "/api/health")
+    assert status == 200
+    stack.assert_converged()
+
+
+# ---- teardown ---------------------------------------------------------------------------------
+
+
+def test_plain_destroy_removes_everything(stack):
+    stack.project.run("destroy", "--yes", "--stack", "dev", "--skip-preview", timeout=900)
     assert stack_containers() == []
     assert docker("network", "ls", "-q", "--filter", f"name={PREFIX}-network").stdout.strip() == ""
     assert docker("volume", "ls", "-q", "--filter", f"name={PREFIX}-").stdout.strip() == ""

@@ -27,7 +27,7 @@ import pytest
 
 from tests.prerequisites import unavailable
 
-# e2e: needs the language host and plugins, which the mirror does not serve yet (issue 3).
+# e2e: the full engine (CLI, language host, the four plugins built by scripts/install-pulumi).
 pytestmark = [pytest.mark.toolchain, pytest.mark.e2e]
 
 REPO = Path(__file__).resolve().parents[2]
@@ -37,8 +37,6 @@ TOOLCHAIN_BIN = CACHE / "toolchain" / "bin"
 BASE_IMAGE = "ai-meeting-local/base:bookworm"
 BUSYBOX_IMAGE = "ai-meeting-toolchain-smoke/busybox:1"
 IN_CI = os.environ.get("CI", "").lower() == "true"
-
-
 
 
 def run(cmd: list[str], *, env=None, cwd=None, check=True, timeout=600, stdin=None):
