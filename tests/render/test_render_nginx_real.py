@@ -407,3 +407,62 @@ def test_body_size_limit(public_tmp, tls_cert, nginx_user):
             status, headers, _ = https(site, "POST", "/api/upload", body=b"x" * 4096)
     assert status == 413
     assert headers.get("x-frame-options") == "SAMEORIGIN"
+
+
+# ---- upstreams in their own file, switched by a reload (how a deploy scales and rolls out) ----
+
+def test_upstream_switch_by_reload_drops_no_request(public_tmp, tls_cert, nginx_user):
+    """nginx.conf includes the upstream file; rewriting it and reloading moves traffic from the
+    old replicas to the new ones while requests keep flowing, with none failed. The loopback API
+    listener proxies to the same upstream."""
+    from render.nginx import render_nginx_upstreams
+
+    need_tool(NGINX)
+    upstreams = public_tmp / "upstreams.conf"
+    with backends("old-api", "new-api-1", "new-api-2", "web") as (old, new1, new2, web):
+        site = local_site(public_tmp, tls_cert, [old.port], web.port,
+                          upstreams_include=str(upstreams), listen_api_loopback=free_port())
+        upstreams.write_text(render_nginx_upstreams(site))
+        assert "upstream api_backend" in upstreams.read_text()
+        assert "upstream api_backend" not in render_nginx_conf(site), "nginx.conf must only include the upstreams"
+        with running_nginx(site, public_tmp):
+            wait_port(site.listen_api_loopback)
+            failures: list[str] = []
+            stop = threading.Event()
+
+            def load():
+                while not stop.is_set():
+                    try:
+                        status = https(site, "GET", "/api/ping")[0]
+                        if status != 200:
+                            failures.append(str(status))
+                    except Exception as exc:  # noqa: BLE001 - any failure counts
+                        failures.append(repr(exc))
+
+            workers = [threading.Thread(target=load, daemon=True) for _ in range(4)]
+            for w in workers:
+                w.start()
+            time.sleep(1)
+            switched = dataclasses.replace(site, api_upstreams=(f"127.0.0.1:{new1.port}", f"127.0.0.1:{new2.port}"))
+            upstreams.write_text(render_nginx_upstreams(switched))
+            pid = int((public_tmp / "nginx.pid").read_text())
+            subprocess.run([NGINX, "-t", "-c", str(public_tmp / "nginx.conf"), "-p", str(public_tmp)],
+                           check=True, capture_output=True)
+            import os
+            import signal as sig
+
+            os.kill(pid, sig.SIGHUP)  # what `nginx -s reload` sends
+            time.sleep(2)
+            old_hits = len(old.hits)
+            time.sleep(1)
+            stop.set()
+            for w in workers:
+                w.join(timeout=30)
+            c = http.client.HTTPConnection("127.0.0.1", site.listen_api_loopback, timeout=10)
+            c.request("GET", "/ping")
+            loopback = c.getresponse()
+            loopback_body = json.loads(loopback.read())
+    assert not failures, failures[:5]
+    assert old.hits and new1.hits and new2.hits
+    assert len(old.hits) == old_hits, "the old replica still got requests after the reload"
+    assert loopback.status == 200 and loopback_body["backend"].startswith("new-api")
