@@ -17,16 +17,21 @@ from pulumi_policy import (
     StackValidationPolicy,
 )
 
+from .pack import forget_inputs
+
 
 @contextmanager
 def _engine_env(stack: str, stack_config: Optional[Mapping[str, Any]]) -> Iterator[None]:
-    """Set what the engine sets for a policy pack process: PULUMI_STACK and PULUMI_CONFIG."""
+    """Set what the engine sets for a policy pack process: PULUMI_STACK and PULUMI_CONFIG.
+    Each run is its own deployment: inputs remembered by the pack do not carry over."""
     saved = {k: os.environ.get(k) for k in ("PULUMI_STACK", "PULUMI_CONFIG")}
     os.environ["PULUMI_STACK"] = stack
     os.environ["PULUMI_CONFIG"] = json.dumps(dict(stack_config or {}))
+    forget_inputs()
     try:
         yield
     finally:
+        forget_inputs()
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
@@ -56,14 +61,20 @@ def run_policy(policy: ResourceValidationPolicy, resource_type: str, props: Mapp
 
 
 def run_stack_policy(policy: StackValidationPolicy,
-                     resources: Sequence[Tuple[str, str, Mapping[str, Any]]],
+                     resources: Sequence[Tuple[Any, ...]],
                      config: Optional[Mapping[str, Any]] = None,
                      stack: str = "dev", stack_config: Optional[Mapping[str, Any]] = None,
                      ) -> List[Tuple[str, Optional[str]]]:
-    """Violations of a stack policy over (type, name, props) resources in stack `stack`."""
+    """Violations of a stack policy over (type, name, props[, property_deps]) resources in stack
+    `stack`; property_deps maps a property to the logical names of the resources it comes from."""
     violations: List[Tuple[str, Optional[str]]] = []
-    res = [PolicyResource(t, p, _urn(t, n, stack), n, _opts(False), None, None, [], {})
-           for t, n, p in resources]
+    urns = {r[1]: _urn(r[0], r[1], stack) for r in resources}
+    res = [PolicyResource(r[0], r[2], urns[r[1]], r[1], _opts(False), None, None, [], {})
+           for r in resources]
+    by_name = {r.name: r for r in res}
+    for r, spec in zip(res, resources):
+        deps = spec[3] if len(spec) > 3 else {}
+        r.property_dependencies.update({k: [by_name[n] for n in names] for k, names in deps.items()})
     args = StackValidationArgs(res, config)
     with _engine_env(stack, stack_config):
         policy.validate(args, lambda message, urn=None: violations.append((message, urn)))

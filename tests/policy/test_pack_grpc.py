@@ -17,7 +17,17 @@ from pulumi.runtime.proto import analyzer_pb2, analyzer_pb2_grpc
 
 REPO = Path(__file__).resolve().parents[2]
 MANDATORY = analyzer_pb2.MANDATORY
+ADVISORY = analyzer_pb2.ADVISORY
 C = "docker:index/container:Container"
+RI = "docker:index/remoteImage:RemoteImage"
+UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"  # the engine's unknown-string sentinel
+
+
+def _yaml_version() -> str:
+    for line in (REPO / "policy" / "PulumiPolicy.yaml").read_text().splitlines():
+        if line.startswith("version:"):
+            return line.split(":", 1)[1].strip()
+    raise AssertionError("PulumiPolicy.yaml has no version")
 
 
 def _start(stack: str, stack_config: dict | None = None):
@@ -70,12 +80,14 @@ def _analyze(stub, stack, typ, name, props, protect=False):
     return list(stub.Analyze(req).diagnostics)
 
 
-def test_pack_describes_every_policy_as_mandatory(pack):
+def test_pack_describes_every_policy_as_mandatory_and_names_its_real_version(pack):
     info = pack().GetAnalyzerInfo(empty_pb2.Empty())
     assert info.name == "ai-meeting-guardrails"
+    assert info.version == _yaml_version() == "0.1.0"  # pulumi-policy alone would say 0.0.1
     levels = {p.name: p.enforcementLevel for p in info.policies}
     assert set(levels) >= {"ports-loopback-only", "container-healthcheck", "image-pinned-tag",
                            "prod-stateful-protected", "prod-tls-required"}
+    assert levels.pop("preview-unknowns") == ADVISORY
     assert set(levels.values()) == {MANDATORY}
 
 
@@ -90,6 +102,7 @@ def test_published_db_port_untagged_image_and_no_healthcheck_over_the_wire(pack)
     assert set(by_policy) == {"ports-loopback-only", "image-pinned-tag", "container-healthcheck"}
     for d in diags:
         assert d.enforcementLevel == MANDATORY
+        assert d.policyPackVersion == _yaml_version()
         assert d.urn == _urn("dev", C, "postgres")
         assert f"[{d.policyName}]" in d.message and "'postgres'" in d.message
 
@@ -115,3 +128,60 @@ def test_prod_tls_stack_policy_reads_the_stack_config(pack):
     assert any("self-signed" in m for m in messages), messages
     assert any("does not publish 443" in m for m in messages), messages
     assert all(d.enforcementLevel == MANDATORY for d in diags)
+
+
+GOOD = {"restart": "unless-stopped", "cpus": "1.0", "memory": 512, "logDriver": "json-file",
+        "logOpts": {"max-size": "10m", "max-file": "3"},
+        "healthcheck": {"tests": ["CMD", "true"]},
+        "labels": [{"label": "ai-meeting.service", "value": "api"},
+                   {"label": "ai-meeting.kind", "value": "service"}],
+        "ports": [{"internal": 3000, "external": 3000, "ip": "127.0.0.1"}]}
+
+
+def _resource(stack, typ, name, props, deps=None):
+    return analyzer_pb2.AnalyzerResource(
+        type=typ, name=name, urn=_urn(stack, typ, name), properties=_struct(props),
+        options=analyzer_pb2.AnalyzerResourceOptions(),
+        propertyDependencies={k: analyzer_pb2.AnalyzerPropertyDependencies(urns=v)
+                              for k, v in (deps or {}).items()})
+
+
+def test_preview_with_an_image_id_not_known_yet_gets_a_verdict_from_every_rule(pack):
+    """As in a first preview of the real program: the container's image is the RemoteImage's
+    id (unknown), the RemoteImage's name is known. No rule gives up ("can't run policy"): the
+    RemoteImage is judged, the container passes, and nothing is deferred."""
+    stub = pack("dev")
+    container = {**GOOD, "image": UNKNOWN}
+    assert _analyze(stub, "dev", C, "api-1", container) == []
+    [bad] = _analyze(stub, "dev", RI, "api-image", {"name": "ai-meeting/api:latest", "keepLocally": True})
+    assert bad.policyName == "image-pinned-tag" and bad.enforcementLevel == MANDATORY
+    assert "'api-image'" in bad.message and "latest" in bad.message
+    assert bad.policyPackVersion == _yaml_version()
+    assert _analyze(stub, "dev", RI, "web-image", {"name": "ai-meeting/web:0.1.0"}) == []
+
+    stack = analyzer_pb2.AnalyzeStackRequest(resources=[
+        _resource("dev", RI, "web-image", {"name": "ai-meeting/web:0.1.0", "imageId": UNKNOWN}),
+        _resource("dev", C, "api-1", container, {"image": [_urn("dev", RI, "web-image")]}),
+    ])
+    assert list(stub.AnalyzeStack(stack).diagnostics) == []
+
+
+def test_unknown_values_are_reported_never_passed_silently(pack):
+    """A container whose image is computed from something that is not a RemoteImage, and whose
+    restart policy is unknown: the mandatory rules cannot decide, preview-unknowns says so."""
+    stub = pack("dev")
+    container = {**GOOD, "image": UNKNOWN, "restart": UNKNOWN}
+    diags = _analyze(stub, "dev", C, "worker", container)
+    assert diags == [], [d.message for d in diags]
+    assert not any("can't run policy" in d.message for d in diags)
+    stack = analyzer_pb2.AnalyzeStackRequest(resources=[
+        _resource("dev", "random:index/randomString:RandomString", "tag", {"result": UNKNOWN}),
+        _resource("dev", C, "worker", container, {"image": [_urn("dev", "random:index/randomString:RandomString", "tag")]}),
+    ])
+    notes = list(stub.AnalyzeStack(stack).diagnostics)
+    assert {d.policyName for d in notes} == {"preview-unknowns"}
+    assert all(d.enforcementLevel == ADVISORY for d in notes)
+    text = "\n".join(d.message for d in notes)
+    assert "[image-pinned-tag] 'worker'" in text and "[container-restart-policy] 'worker'" in text
+    assert all(d.urn == _urn("dev", C, "worker") for d in notes)
+    assert "0.0.1" not in text

@@ -46,7 +46,15 @@ def test_pack_has_every_rule_and_is_mandatory_by_default(monkeypatch):
     assert set(POLICIES) == {
         "ports-loopback-only", "container-healthcheck", "container-restart-policy",
         "container-resource-limits", "container-log-rotation", "image-pinned-tag",
-        "password-min-length", "prod-stateful-protected", "prod-tls-required"}
+        "password-min-length", "prod-stateful-protected", "prod-tls-required", "preview-unknowns"}
+    assert POLICIES["preview-unknowns"].enforcement_level == EnforcementLevel.ADVISORY
+    assert all(p.enforcement_level is None for n, p in POLICIES.items() if n != "preview-unknowns")
+
+
+def test_pack_version_is_the_one_in_pulumipolicy_yaml():
+    from ai_meeting_policy.pack import PACK_DIR, pack_version
+    text = (PACK_DIR / "PulumiPolicy.yaml").read_text()
+    assert pack_version() == "0.1.0" and "\nversion: 0.1.0\n" in text
 
 
 @pytest.mark.parametrize("name", sorted(rules.RESOURCE_RULES))
@@ -297,6 +305,135 @@ def test_prod_tls_off_is_refused():
     assert "'off'" in msg
 
 
+def test_prod_self_signed_allowed_by_the_programs_top_level_key():
+    cfg = {"ai-meeting:tls": '{"mode": "self-signed"}', "ai-meeting:allow_self_signed_in_prod": "true"}
+    assert tls_violations([(C, "nginx", NGINX_TLS), CERT], stack="prod", stack_config=cfg) == []
+
+
+def test_prod_tls_config_read_under_the_running_project(monkeypatch):
+    ctx = rules.Ctx(stack="prod", environment="prod", project="other",
+                    stack_config={"other:tls": '{"mode": "off"}'})
+    [msg] = list(rules.check_prod_tls([], ctx))
+    assert "'off'" in msg
+
+
 def test_dev_may_use_self_signed_and_plain_http():
     assert tls_violations([(C, "nginx", NGINX_PLAIN), CERT], stack="dev",
                           stack_config={"ai-meeting:tls": '{"mode": "self-signed"}'}) == []
+
+
+# ---------------------------------------------------------------- unknown values (preview)
+# The engine sends values it does not know yet (computed from other resources' outputs) as
+# sentinels; a rule decides from what is known, or the advisory preview-unknowns says it could
+# not. No mandatory rule reports a violation on an unknown, none passes one silently.
+
+U = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"
+RI = rules.REMOTE_IMAGE
+
+
+def unknown_notes(resources, **kwargs):
+    return [m for m, _ in run_stack_policy(POLICIES["preview-unknowns"], resources, **kwargs)]
+
+
+@pytest.mark.parametrize("policy,overrides,what", [
+    ("container-healthcheck", {"healthcheck": U}, "healthcheck"),
+    ("container-healthcheck", {"healthcheck": {"tests": U}}, "healthcheck.tests"),
+    ("container-healthcheck", {"healthcheck": {"tests": [U, "x"]}}, "healthcheck.tests[0]"),
+    ("container-restart-policy", {"restart": U}, "restart"),
+    ("container-resource-limits", {"cpus": U}, "cpus"),
+    ("container-resource-limits", {"memory": U}, "memory"),
+    ("container-log-rotation", {"logDriver": U}, "log_driver"),
+    ("container-log-rotation", {"logOpts": U}, "log_opts"),
+    ("container-log-rotation", {"logOpts": {"max-size": U, "max-file": "3"}}, "max-size"),
+    ("ports-loopback-only", {"ports": U}, "ports"),
+    ("ports-loopback-only", {"ports": [{"internal": 1, "external": 1, "ip": U}]}, "ports[0].ip"),
+    ("ports-loopback-only", {"publishAllPorts": U}, "publish_all_ports"),
+    ("ports-loopback-only", {"networkMode": U}, "network_mode"),
+    ("image-pinned-tag", {"image": U}, "image"),
+])
+def test_an_unknown_property_is_deferred_and_said(policy, overrides, what):
+    props = good_container(**overrides)
+    assert violations(policy, C, props, name="api-1") == []
+    notes = unknown_notes([(C, "api-1", props)])
+    mine = [n for n in notes if n.startswith(f"[{policy}] 'api-1'")]
+    assert len(mine) == 1 and what in mine[0] and "not known during preview" in mine[0], notes
+
+
+def test_a_well_formed_container_has_nothing_deferred():
+    assert unknown_notes([(C, "api-1", good_container())]) == []
+
+
+def test_an_image_id_from_a_remote_image_is_decided_by_the_remote_images_name():
+    container = good_container(image=U)
+    pinned = (RI, "api-image", {"name": "ai-meeting/api:1.4.2", "imageId": U})
+    assert unknown_notes([pinned, (C, "api-1", container, {"image": ["api-image"]})]) == []
+    assert violations("image-pinned-tag", RI, {"name": "ai-meeting/api:latest"}, name="api-image")
+    # computed from something else: said, not passed
+    other = ("random:index/randomString:RandomString", "tag", {"result": U})
+    [note] = unknown_notes([other, (C, "api-1", container, {"image": ["tag"]})])
+    assert note.startswith("[image-pinned-tag] 'api-1'")
+
+
+def test_a_literal_unpinned_image_is_refused_even_beside_a_remote_image():
+    container = good_container(image="ai-meeting/api")
+    assert violations("image-pinned-tag", C, container, name="api-1")
+
+
+def test_unknown_remote_image_name_and_password_length_are_said():
+    notes = unknown_notes([(RI, "api-image", {"name": U}),
+                           (rules.RANDOM_PASSWORD, "db-password", {"length": U})])
+    assert any(n.startswith("[image-pinned-tag] 'api-image'") for n in notes)
+    assert any(n.startswith("[password-min-length] 'db-password'") for n in notes)
+    assert violations("password-min-length", rules.RANDOM_PASSWORD, {"length": U}) == []
+
+
+def test_unknown_labels_decide_when_they_can():
+    loopback = good_container(labels=U)
+    assert violations("ports-loopback-only", C, loopback) == []
+    assert [n for n in unknown_notes([(C, "api-1", loopback)]) if "ports-loopback-only" in n] == []
+    public = good_container(labels=U, ports=[{"internal": 80, "external": 80, "ip": "0.0.0.0"}])
+    assert violations("ports-loopback-only", C, public) == []
+    assert any("[ports-loopback-only]" in n and "ai-meeting.service" in n
+               for n in unknown_notes([(C, "nginx", public)]))
+    # a missing healthcheck matters unless the container is a job: not known -> said
+    no_hc = good_container(labels=[{"label": "ai-meeting.kind", "value": U}], healthcheck=None)
+    assert violations("container-healthcheck", C, no_hc) == []
+    assert any("[container-healthcheck]" in n and "ai-meeting.kind" in n
+               for n in unknown_notes([(C, "x", no_hc)]))
+    # one unknown label among known ones does not hide a known service label
+    mixed = good_container("postgres", ports=[{"internal": 5432, "external": 5432}])
+    mixed["labels"] = mixed["labels"] + [{"label": U, "value": "x"}]
+    assert violations("ports-loopback-only", C, mixed)
+
+
+def test_unknown_data_label_in_prod_is_said():
+    vol = {"labels": [{"label": "ai-meeting.data", "value": U}]}
+    assert violations("prod-stateful-protected", rules.VOLUME, vol, stack="prod") == []
+    assert any("[prod-stateful-protected]" in n for n in
+               unknown_notes([(rules.VOLUME, "v", vol)], stack="prod"))
+
+
+def test_prod_tls_with_unknown_nginx_ports_is_said():
+    nginx = good_container("nginx", ports=U)
+    cfg = {"ai-meeting:tls": '{"mode": "letsencrypt"}'}
+    assert tls_violations([(C, "nginx", nginx)], stack="prod", stack_config=cfg) == []
+    [note] = unknown_notes([(C, "nginx", nginx)], stack="prod", stack_config=cfg)
+    assert note.startswith("[prod-tls-required] 'nginx'") and "443" in note
+
+
+def test_a_rule_tripping_over_an_unknown_is_deferred_not_passed():
+    def sloppy(res, ctx):
+        if rules.prop(res.props, "restart"):  # UNKNOWN in a truth test
+            yield "never"
+    res = rules.Res(C, "x", {"restart": rules.UNKNOWN})
+    [out] = rules._outcomes(sloppy, "container-restart-policy", res.ref, res, rules.Ctx())
+    assert isinstance(out, rules.Deferred)
+
+
+def test_plain_reads_the_sdks_unknown_checking_proxy():
+    from pulumi_policy.proxy import unknown_checking_proxy
+    from ai_meeting_policy.pack import plain
+    proxied = unknown_checking_proxy({"image": U, "ports": [{"ip": U, "internal": 1}], "labels": U,
+                                      "envs": ["A=1", U]})
+    assert plain(proxied) == {"image": rules.UNKNOWN, "ports": [{"ip": rules.UNKNOWN, "internal": 1}],
+                              "labels": rules.UNKNOWN, "envs": ["A=1", rules.UNKNOWN]}
