@@ -154,13 +154,27 @@ def _resource_policy(name: str, description: str,
         _remember_inputs(args.urn, props)
         res = Res(type=args.resource_type, name=args.name, props=props, urn=args.urn,
                   protect=_protect(args.opts))
-        for outcome in rules.resource_outcomes(name, res, make_ctx(args.get_config())):
-            # A Deferred is not a violation: `preview-unknowns` reports it (advisory).
-            if not isinstance(outcome, Deferred):
-                report_violation(outcome, args.urn)
+        ctx = make_ctx(args.get_config())
+        reason = rules.not_applicable(name, res, ctx)
+        if reason:
+            args.not_applicable(reason)
+        _verdict(rules.resource_outcomes(name, res, ctx), args,
+                 lambda message: report_violation(message, args.urn))
 
     return ResourceValidationPolicy(name=name, description=description, validate=validate,
                                     config_schema=_schema(name), enforcement_level=enforcement_level)
+
+
+def _verdict(outcomes: List[Any], args: Any, report: Callable[[str], None]) -> None:
+    """Violations fail the policy. Checks deferred (values unknown in this preview) and no
+    violation: the policy is "not applicable" to this resource now, so the engine does not count
+    it as passed either; `preview-unknowns` says which check and why (advisory)."""
+    violations = [o for o in outcomes if not isinstance(o, Deferred)]
+    for message in violations:
+        report(message)
+    deferred = [o for o in outcomes if isinstance(o, Deferred)]
+    if deferred and not violations:
+        args.not_applicable("; ".join(d.message for d in deferred))
 
 
 def stack_resources(args: StackValidationArgs, use_seen_inputs: bool = False) -> List[Res]:
@@ -185,7 +199,7 @@ def _stack_policy(name: str, check: Callable, description: str) -> StackValidati
     def validate(args: StackValidationArgs, report_violation) -> None:
         resources = stack_resources(args)
         outcomes = rules._outcomes(check, name, "stack", resources, make_ctx(args.get_config()))
-        _report_stack((o for o in outcomes if not isinstance(o, Deferred)), resources, report_violation)
+        _verdict(outcomes, args, lambda message: _report_stack([message], resources, report_violation))
 
     return StackValidationPolicy(name=name, description=description, validate=validate,
                                  config_schema=_schema(name))

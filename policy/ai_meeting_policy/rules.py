@@ -220,6 +220,13 @@ def is_job(res: Res) -> Any:
     return False
 
 
+def shown(value: Any) -> Any:
+    """A value for a message: numbers arrive as floats over gRPC (5432.0); show 5432."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
 def _is_loopback(ip: Optional[str]) -> bool:
     if not ip:
         return False  # docker binds to 0.0.0.0 when no ip is given
@@ -254,9 +261,9 @@ def check_ports_loopback_only(res: Res, ctx: Ctx) -> Iterator[Outcome]:
         if is_unknown(ip):
             found.append(Deferred(rule, res.ref, f"ports[{i}].ip"))
         elif not _is_loopback(ip):
-            shown = ip or "0.0.0.0 (no ip given)"
-            found.append(f"[{rule}] container {res.ref} publishes port {port.get('external', '?')}->"
-                         f"{port.get('internal', '?')} on {shown}; only nginx may publish beyond 127.0.0.1")
+            where = ip or "0.0.0.0 (no ip given)"
+            found.append(f"[{rule}] container {res.ref} publishes port {shown(port.get('external', '?'))}->"
+                         f"{shown(port.get('internal', '?'))} on {where}; only nginx may publish beyond 127.0.0.1")
     publish_all = prop(res.props, "publish_all_ports")
     if is_unknown(publish_all):
         found.append(Deferred(rule, res.ref, "publish_all_ports"))
@@ -433,7 +440,7 @@ def check_password_length(res: Res, ctx: Ctx) -> Iterator[Outcome]:
     if is_unknown(length):
         yield Deferred(rule, res.ref, "length")
     elif isinstance(length, bool) or not isinstance(length, (int, float)) or length < minimum:
-        yield (f"[{rule}] RandomPassword {res.ref} has length {length}; "
+        yield (f"[{rule}] RandomPassword {res.ref} has length {shown(length)}; "
                f"generated passwords need at least {minimum} characters")
 
 
@@ -551,6 +558,31 @@ STACK_RULES = {
     "prod-tls-required": (check_prod_tls,
                           "In prod, TLS is never off or self-signed."),
 }
+
+# Which resources each resource rule judges; for any other resource it is not applicable (the
+# engine then counts it neither passed nor failed, so its summary says what was really judged).
+LONG_RUNNING_RULES = frozenset({"container-healthcheck", "container-restart-policy",
+                                "container-resource-limits", "container-log-rotation"})
+RULE_TYPES = {
+    "ports-loopback-only": frozenset({CONTAINER}),
+    **{rule: frozenset({CONTAINER}) for rule in LONG_RUNNING_RULES},
+    "image-pinned-tag": frozenset(IMAGE_KEYS),
+    "password-min-length": frozenset({RANDOM_PASSWORD}),
+    "prod-stateful-protected": frozenset({VOLUME} | SECRET_TYPES),
+}
+
+
+def not_applicable(rule: str, res: Res, ctx: Ctx) -> Optional[str]:
+    """Why resource rule `rule` does not judge `res` at all, or None when it does."""
+    types = RULE_TYPES[rule]
+    if res.type not in types:
+        return "judges " + ", ".join(sorted(t.rsplit(":", 1)[-1] for t in types)) + " resources only"
+    if rule == "prod-stateful-protected" and not ctx.is_prod:
+        return f"stack {ctx.stack or '?'} is {ctx.environment}, not prod"
+    if rule in LONG_RUNNING_RULES and is_job(res) is True:
+        return "a one-shot job, not a long-running container"
+    return None
+
 
 PREVIEW_UNKNOWNS = "preview-unknowns"
 PREVIEW_UNKNOWNS_DESCRIPTION = ("Says which checks of the mandatory policies cannot be decided "

@@ -16,6 +16,7 @@ from pulumi_policy import (
     StackValidationArgs,
     StackValidationPolicy,
 )
+from pulumi_policy.policy import _NotApplicableError
 
 from .pack import forget_inputs
 
@@ -47,16 +48,26 @@ def _urn(resource_type: str, name: str, stack: str) -> str:
     return f"urn:pulumi:{stack}::ai-meeting::{resource_type}::{name}"
 
 
+def _validate(policy: Any, args: Any, violations: list, not_applicable: Optional[list]) -> None:
+    try:
+        policy.validate(args, lambda message, urn=None: violations.append((message, urn)))
+    except _NotApplicableError as exc:  # what the SDK turns into PolicyNotApplicable
+        if not_applicable is not None:
+            not_applicable.append(exc.reason)
+
+
 def run_policy(policy: ResourceValidationPolicy, resource_type: str, props: Mapping[str, Any],
                name: str = "test", protect: bool = False, config: Optional[Mapping[str, Any]] = None,
                stack: str = "dev", stack_config: Optional[Mapping[str, Any]] = None,
+               not_applicable: Optional[list] = None,
                ) -> List[Tuple[str, Optional[str]]]:
-    """Violations (message, urn) that `policy` reports for one resource in stack `stack`."""
+    """Violations (message, urn) that `policy` reports for one resource in stack `stack`; the
+    reason it declared itself not applicable (a deferred check) is appended to `not_applicable`."""
     violations: List[Tuple[str, Optional[str]]] = []
     args = ResourceValidationArgs(resource_type, props, _urn(resource_type, name, stack), name,
                                   _opts(protect), None, config)
     with _engine_env(stack, stack_config):
-        policy.validate(args, lambda message, urn=None: violations.append((message, urn)))
+        _validate(policy, args, violations, not_applicable)
     return violations
 
 
@@ -64,6 +75,7 @@ def run_stack_policy(policy: StackValidationPolicy,
                      resources: Sequence[Tuple[Any, ...]],
                      config: Optional[Mapping[str, Any]] = None,
                      stack: str = "dev", stack_config: Optional[Mapping[str, Any]] = None,
+                     not_applicable: Optional[list] = None,
                      ) -> List[Tuple[str, Optional[str]]]:
     """Violations of a stack policy over (type, name, props[, property_deps]) resources in stack
     `stack`; property_deps maps a property to the logical names of the resources it comes from."""
@@ -77,5 +89,5 @@ def run_stack_policy(policy: StackValidationPolicy,
         r.property_dependencies.update({k: [by_name[n] for n in names] for k, names in deps.items()})
     args = StackValidationArgs(res, config)
     with _engine_env(stack, stack_config):
-        policy.validate(args, lambda message, urn=None: violations.append((message, urn)))
+        _validate(policy, args, violations, not_applicable)
     return violations

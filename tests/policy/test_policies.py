@@ -353,7 +353,10 @@ def unknown_notes(resources, **kwargs):
 ])
 def test_an_unknown_property_is_deferred_and_said(policy, overrides, what):
     props = good_container(**overrides)
-    assert violations(policy, C, props, name="api-1") == []
+    reasons = []
+    assert run_policy(POLICIES[policy], C, props, name="api-1", not_applicable=reasons) == []
+    # not applicable now, so the engine does not count the policy as passed for this resource
+    assert len(reasons) == 1 and what in reasons[0], reasons
     notes = unknown_notes([(C, "api-1", props)])
     mine = [n for n in notes if n.startswith(f"[{policy}] 'api-1'")]
     assert len(mine) == 1 and what in mine[0] and "not known during preview" in mine[0], notes
@@ -437,3 +440,18 @@ def test_plain_reads_the_sdks_unknown_checking_proxy():
                                       "envs": ["A=1", U]})
     assert plain(proxied) == {"image": rules.UNKNOWN, "ports": [{"ip": rules.UNKNOWN, "internal": 1}],
                               "labels": rules.UNKNOWN, "envs": ["A=1", rules.UNKNOWN]}
+
+
+def test_a_rule_is_not_applicable_where_it_judges_nothing():
+    def reasons(policy, typ, props, **kwargs):
+        out = []
+        assert run_policy(POLICIES[policy], typ, props, not_applicable=out, **kwargs) == []
+        return out
+    assert reasons("password-min-length", C, good_container()) == ["judges RandomPassword resources only"]
+    assert reasons("container-healthcheck", rules.VOLUME, DATA_VOLUME) == ["judges Container resources only"]
+    assert reasons("prod-stateful-protected", rules.VOLUME, DATA_VOLUME, stack="dev") == [
+        "stack dev is dev, not prod"]
+    job = {"image": "x/y:1", "labels": labels("migrate", "job")}
+    assert reasons("container-healthcheck", C, job) == ["a one-shot job, not a long-running container"]
+    assert reasons("container-healthcheck", C, good_container()) == []
+    assert reasons("image-pinned-tag", rules.REMOTE_IMAGE, {"name": "a/b:1"}) == []
