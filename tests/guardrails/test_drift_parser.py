@@ -18,12 +18,15 @@ def test_clean_refresh_has_no_drift():
 
 
 def test_changed_and_deleted_containers_are_drift():
+    # captured after `docker update --memory 256m --memory-swap 256m api-1; docker rm -f postgres`
     found = {d.name: d for d in drift.find_drift(load("refresh-drift.json"))}
     assert set(found) == {"api-1", "postgres"}
-    assert found["api-1"].changed == ["memory"]
+    assert found["api-1"].op == "update" and found["api-1"].changed == ["memory", "memorySwap"]
+    assert found["postgres"].op == "delete"
+    assert found["api-1"].urn.endswith("guardrails:app:Service$docker:index/container:Container::api-1")
     code, message = drift.report(list(found.values()), "dev")
     assert code == drift.EXIT_DRIFT
-    assert "api-1: changed outside Pulumi: memory" in message
+    assert "api-1: changed outside Pulumi: memory, memorySwap" in message
     assert "postgres: gone" in message
 
 
