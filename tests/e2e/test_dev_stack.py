@@ -219,7 +219,7 @@ def test_only_nginx_listens_beyond_loopback(stack):
 def test_outputs_and_secrets_in_state(stack):
     plain = stack.project.outputs()
     assert plain["public_url"] == f"https://localhost:{HTTPS}" and plain["api_replicas"] == 1
-    assert plain["database_url"] == "[secret]" and plain["minio"] == "[secret]"
+    assert plain["database_url"] == "[secret]" and plain["minio"]["secret_key"] == "[secret]"
     password = stack.outputs()["database_url"].split(":")[2].split("@")[0]
     exported = stack.project.run("stack", "export", "--stack", "dev").stdout
     assert password not in exported, "a generated password is in plain text in the state"
