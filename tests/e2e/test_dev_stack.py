@@ -303,6 +303,7 @@ def test_a_release_that_never_gets_healthy_fails_the_up_and_the_old_replicas_kee
     out = res.stdout + res.stderr
     assert res.code != 0, "the up of a release that never gets healthy succeeded"
     assert "api-1" in out and "healthy" in out, f"the failure does not name the replica and its health:\n{out[-3000:]}"
+    print("the failed up says:", *[line for line in out.splitlines() if "error" in line.lower()][:6], sep="\n  ")
     assert not load.result.failed, load.result.summary()
     assert set(load.result.bodies) == {"demo-1"}, load.result.bodies
 
