@@ -92,13 +92,14 @@ class Deferred:
     ref: str
     what: str
     why: str = ""
+    when: str = "before the resource is created or changed"
 
     @property
     def message(self) -> str:
         because = f" ({self.why})" if self.why else ""
         return (f"[{self.rule}] {self.ref}: {self.what} is not known during preview{because}; "
-                f"not checked now: {self.rule} checks it when `pulumi up` registers the resource, "
-                "before it is created or changed")
+                f"not checked now: {self.rule} checks it during `pulumi up`, once the value is known, "
+                f"{self.when}")
 
     def __str__(self) -> str:
         return self.message
@@ -493,6 +494,9 @@ def _truthy(value: Any) -> bool:
     return value is True or (isinstance(value, str) and value.lower() == "true")
 
 
+STACK_CHECK_WHEN = "when the update has run (stack policies judge the stack's final state)"
+
+
 def check_prod_tls(resources: Sequence[Res], ctx: Ctx) -> Iterator[Outcome]:
     """In prod TLS is on (nginx serves 443) and not self-signed unless explicitly allowed."""
     if not ctx.is_prod:
@@ -523,14 +527,14 @@ def check_prod_tls(resources: Sequence[Res], ctx: Ctx) -> Iterator[Outcome]:
             continue
         ports = prop(res.props, "ports")
         if is_unknown(ports):
-            yield Deferred(rule, res.ref, "ports", "nginx must publish 443 in prod")
+            yield Deferred(rule, res.ref, "ports", "nginx must publish 443 in prod", STACK_CHECK_WHEN)
             continue
         internal = [p if is_unknown(p) else p.get("internal") for p in ports or []]
         if 443 in internal:
             continue
         if any(is_unknown(p) for p in internal) or is_unknown(service):
             yield Deferred(rule, res.ref, "ports" if not is_unknown(service) else f"label {LABEL_SERVICE}",
-                           "nginx must publish 443 in prod")
+                           "nginx must publish 443 in prod", STACK_CHECK_WHEN)
         else:
             yield f"[{rule}] nginx container {res.ref} does not publish 443: TLS is off in prod"
 

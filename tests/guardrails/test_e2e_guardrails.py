@@ -13,10 +13,8 @@ Under CI=true a missing pulumi, plugin or Docker engine fails these tests; elsew
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import subprocess
 import uuid
 from pathlib import Path
 
