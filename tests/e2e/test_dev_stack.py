@@ -335,7 +335,8 @@ def restart_dockerd() -> None:
 
 def test_every_container_comes_back_after_a_dockerd_restart(stack):
     restart_dockerd()
-    deadline = time.monotonic() + 180
+    started = time.monotonic()
+    deadline = started + 180
     states: dict[str, str] = {}
     while time.monotonic() < deadline:
         states = {c["Name"]: (c["State"].get("Health") or {}).get("Status", c["State"]["Status"]) for c in stack_containers()}
@@ -343,6 +344,7 @@ def test_every_container_comes_back_after_a_dockerd_restart(stack):
             break
         time.sleep(2)
     assert states and all(s == "healthy" for s in states.values()), states
+    print(f"every container healthy {time.monotonic() - started:.0f} s after dockerd was back")
     status, _, _ = netcheck.https_get(HTTPS, "/api/health")
     assert status == 200
     stack.assert_converged()
