@@ -50,14 +50,21 @@ def render_redis_args(s: RedisSettings) -> list[str]:
 
 
 def render_redis_command(s: RedisSettings, password_env: str = "REDIS_PASSWORD") -> list[str]:
-    """Container command: a shell expands the password from the environment at start."""
+    """Container command: a shell reads the password from the environment at start and hands
+    it to redis-server as a config line on stdin (`redis-server -`), never on a command line:
+    argv is visible to every local user (`ps`) for as long as it exists."""
     if not re.fullmatch(r"[A-Z_][A-Z0-9_]*", password_env):
         raise ValueError(f"password_env: {password_env!r} is not an environment variable name")
     args = " ".join(shlex.quote(a) for a in render_redis_args(s))
     # exec: redis-server becomes PID 1 and gets SIGTERM from `docker stop` (clean AOF/RDB save).
     # "$@" (after the $0 placeholder) lets a caller append arguments, e.g. --port in tests.
-    # Redis rewrites its process title at start, so the password does not stay visible in ps.
-    return ["sh", "-c", f'exec redis-server --requirepass "${password_env}" {args} "$@"', "redis-server"]
+    # The here-document reaches redis-server through a pipe or temp file, not argv; sed escapes
+    # `\` and `"` for Redis's quoted config syntax (its argv holds no secret either).
+    script = (
+        f"pw=$(printf '%s' \"${password_env}\" | sed 's/[\\\\\"]/\\\\&/g')\n"
+        f'exec redis-server - {args} "$@" <<AI_MEETING_EOF\nrequirepass "$pw"\nAI_MEETING_EOF'
+    )
+    return ["sh", "-c", script, "redis-server"]
 
 
 def redis_healthcheck_test() -> list[str]:

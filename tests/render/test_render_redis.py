@@ -64,6 +64,8 @@ def test_password_not_on_command_line(redis):
     cmdline = open(f"/proc/{proc.pid}/cmdline", "rb").read().decode(errors="replace")
     assert "p@ss" not in cmdline  # redis rewrites its process title; and exec replaced sh
     assert all(PASSWORD not in a for a in render_redis_command(RedisSettings()))
+    # Not even for the moment before Redis rewrites its title: the password goes in on stdin.
+    assert "requirepass" not in render_redis_command(RedisSettings())[2].split("<<")[0]
 
 
 def test_exec_makes_redis_the_process(redis):
