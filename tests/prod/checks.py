@@ -1,7 +1,7 @@
 """What a bootstrapped server must look like (R1, R2, R3, R18), checked on the server itself.
 
-Shared by the replay test (the program's remote commands run without the engine) and the
-full `pulumi up` test, so both hold the server to the same standard.
+Run by test_prod_stack.py after the real `pulumi up` bootstrapped the server; kept apart so
+they can be run by hand against any server.
 """
 
 from __future__ import annotations

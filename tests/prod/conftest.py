@@ -33,6 +33,17 @@ HARNESS_CACHE = os.environ.get("AI_MEETING_CACHE", str(Path.home() / ".cache" / 
 
 
 
+# Wall times the prod tests measure (bare server -> serving, ...), printed after the run.
+TIMINGS: dict[str, float] = {}
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if TIMINGS:
+        terminalreporter.section("prod path timings")
+        for what, seconds in TIMINGS.items():
+            terminalreporter.write_line(f"{seconds:7.0f}s  {what}")
+
+
 def harness(*args: str, timeout: int = 900) -> subprocess.CompletedProcess[str]:
     """Run scripts/prod-test-server; fail with its output if it fails."""
     proc = subprocess.run(

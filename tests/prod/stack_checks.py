@@ -1,8 +1,8 @@
 """What the deployed stack must do on the server: containers, HTTPS with the ACME certificate,
 renewal with a graceful nginx reload, backups and restore (R6-R16 as the prod path sees them).
 
-Shared by test_prod_stack.py (real `pulumi up`) and test_prod_stack_applied.py (the program
-applied without the engine), so both hold the deployment to the same checks.
+Run by test_prod_stack.py against the stack that a real `pulumi up` deployed; kept apart so
+a check can be run by hand against any server (a throwaway Ubuntu VM, say).
 """
 
 from __future__ import annotations

@@ -4,8 +4,8 @@ The program runs under Pulumi mocks (tests/unit/harness.py) with a prod-like con
 at the test server. Checked here: each bootstrap step is one `sudo -n bash -s` command carrying
 the sha256 of its script as its trigger (so the engine re-runs exactly the changed step), a
 changed setting changes exactly one step's trigger, and a failing step run on the server says
-which step failed and why. The whole stack applied to the server is test_prod_stack_applied.py
-(without the engine) and test_prod_stack.py (with it).
+which step failed and why. The whole stack deployed to the server by the engine is
+test_prod_stack.py.
 """
 
 from __future__ import annotations
