@@ -10,7 +10,10 @@ from config.model import StackConfig
 # Alphanumeric only: these go into URLs (DATABASE_URL, REDIS_URL) and shell-free env files
 # unescaped. 40 characters of [A-Za-z0-9] is ~238 bits, more than the plan's 32 random bytes.
 PASSWORD_LENGTH = 40
-JWT_SECRET_BYTES = 64  # the plan: openssl rand -base64 64
+# The plan: `openssl rand -base64 64` (512 bits). 88 alphanumerics carry ~524 bits. Not
+# RandomBytes: its resource *id* is the base64 value itself, and ids are never encrypted in
+# state (found by the reliability tier's secret scan of `pulumi stack export`).
+JWT_SECRET_LENGTH = 88
 
 
 class Secrets(pulumi.ComponentResource):
@@ -45,11 +48,13 @@ class Secrets(pulumi.ComponentResource):
         self.redis_password = password("redis-password", rotation.redis_password)
         self.minio_password = password("minio-password", rotation.minio_password)
         self.turn_password = password("turn-password", rotation.turn_password)
-        self.jwt_secret = pulumi.Output.secret(
-            random.RandomBytes(
-                "jwt-secret", length=JWT_SECRET_BYTES, keepers={"rotation": str(rotation.jwt_secret)}, opts=child
-            ).base64
-        )
+        self.jwt_secret = random.RandomPassword(
+            "jwt-secret",
+            length=JWT_SECRET_LENGTH,
+            special=False,
+            keepers={"rotation": str(rotation.jwt_secret)},
+            opts=child,
+        ).result
         self.register_outputs(
             {
                 "db_password": self.db_password,

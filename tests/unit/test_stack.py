@@ -276,3 +276,11 @@ def test_nginx_waits_for_the_certificate(tmp_path, monkeypatch):
         run()
         names = [getattr(d, "_name", None) for d in nginx_deps]
         assert cert_resource in names, (env, names)
+
+
+def test_generated_secrets_have_no_secret_in_their_resource_id(deployed):
+    """RandomBytes and RandomId use the value itself as their resource id, and ids are stored
+    unencrypted: every generated secret must be a RandomPassword (id "none")."""
+    _, d = deployed
+    kinds = {r.typ for r in d.recorder.resources if r.typ.startswith("random:")}
+    assert kinds == {"random:index/randomPassword:RandomPassword"}, kinds
