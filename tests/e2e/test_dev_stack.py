@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import pytest
 
 from tests.e2e import netcheck
-from tests.e2e.engine import PulumiProject, Result, require_engine, require_local_images
+from tests.e2e.engine import REPO, PulumiProject, Result, require_engine, require_local_images
 from tests.e2e.load import LoadLoop
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
@@ -94,9 +94,10 @@ def stack(tmp_path_factory):
     before = netcheck.public_listeners()
     p = PulumiProject(tmp_path_factory.mktemp("dev-stack"), "dev", env, stack_file="Pulumi.dev.yaml")
     p.configure(**OVERRIDES)
-    p.preview()
+    # The policy pack judges the preview and again the up, with every value known.
+    p.preview("--policy-pack", str(REPO / "policy"))
     started = time.monotonic()
-    first = p.up()
+    first = p.up("--policy-pack", str(REPO / "policy"))
     yield Deployed(p, before, first, time.monotonic() - started)
     # Leave nothing behind even when a test failed half-way (a no-op after the destroy test).
     p.run("destroy", "--yes", "--stack", "dev", "--skip-preview", check=False, timeout=900)
@@ -328,8 +329,6 @@ def restart_dockerd() -> None:
         if subprocess.run(["pidof", "dockerd"], capture_output=True).returncode != 0:
             break
         time.sleep(1)
-    from tests.e2e.engine import REPO
-
     subprocess.run([str(REPO / "scripts" / "start-dockerd")], check=True, capture_output=True)
 
 
