@@ -33,8 +33,10 @@ HARNESS_CACHE = os.environ.get("AI_MEETING_CACHE", str(Path.home() / ".cache" / 
 
 
 
-# Wall times the prod tests measure (bare server -> serving, ...), printed after the run.
+# Wall times the prod tests measure (bare server -> serving, ...) and what failed `up`s said,
+# printed after the run so CI logs keep them.
 TIMINGS: dict[str, float] = {}
+NOTES: list[str] = []
 
 
 def pytest_terminal_summary(terminalreporter) -> None:
@@ -42,6 +44,10 @@ def pytest_terminal_summary(terminalreporter) -> None:
         terminalreporter.section("prod path timings")
         for what, seconds in TIMINGS.items():
             terminalreporter.write_line(f"{seconds:7.0f}s  {what}")
+    if NOTES:
+        terminalreporter.section("prod path: what failed `pulumi up`s said")
+        for note in NOTES:
+            terminalreporter.write_line(note)
 
 
 def harness(*args: str, timeout: int = 900) -> subprocess.CompletedProcess[str]:

@@ -26,7 +26,7 @@ import yaml
 
 from tests.e2e.engine import REPO, PulumiProject, Result, require_engine, unavailable
 from tests.prod import checks, stack_checks
-from tests.prod.conftest import TIMINGS, Pebble, ProdServer
+from tests.prod.conftest import NOTES, TIMINGS, Pebble, ProdServer
 from tests.prod.stack_checks import CA_ON_SERVER, INSTALL, PREFIX
 
 pytestmark = [pytest.mark.prod, pytest.mark.e2e, pytest.mark.timeout(2400)]
@@ -207,8 +207,12 @@ def test_up_takes_the_bare_server_to_serving(deployment: Deployment) -> None:
     d, server = deployment, deployment.server
     assert server.ssh("command -v docker", check=False).code != 0, "server is not bare"
     d.timed("preview of the bare server", d.project.preview)
-    res = d.timed("bare server -> serving by one `pulumi up`", d.project.up)
+    started = time.monotonic()
+    res = d.project.up()
+    seconds = time.monotonic() - started
     d.up_output = res.stdout + res.stderr
+    created = re.search(r"\+ (\d+) created", res.stdout)
+    d.timings[f"bare server -> serving by one `pulumi up` ({created.group(1) if created else '?'} resources)"] = seconds
     d.deployed = True
     assert d.project.outputs()["public_url"] == f"https://{server.domain}"
     d.serving()
@@ -467,10 +471,14 @@ def assert_nothing_half_applied(d: Deployment, after: str) -> None:
     d.serving()
 
 
-def failed_up(p: PulumiProject) -> str:
+def failed_up(p: PulumiProject, what: str) -> str:
+    started = time.monotonic()
     res = p.run("up", "--yes", "--stack", STACK, "--skip-preview", check=False, timeout=900)
+    seconds = time.monotonic() - started
     out = res.stdout + res.stderr
     assert res.code != 0, f"up passed:\n{out[-3000:]}"
+    errors = [line.strip() for line in out.splitlines() if re.search(r"error:|ERROR|FAILED", line)]
+    NOTES.append(f"{what} (failed after {seconds:.0f}s):\n    " + "\n    ".join(e[:400] for e in errors[:4]))
     return out
 
 
@@ -479,7 +487,7 @@ def test_a_failed_bootstrap_step_stops_up_and_the_fixed_up_finishes(deployment: 
     d.require_deployed()
     p = d.project
     p.configure(bootstrap={"preflight_mode": "fail"})  # this 2-CPU server is below the minimum
-    out = failed_up(p)
+    out = failed_up(p, "a failing bootstrap step (preflight_mode: fail)")
     assert "bootstrap-preflight" in out and re.search(r"\[bootstrap:preflight\] (ERROR|FAILED)", out), out[-3000:]
     assert "CPU" in out
     assert_nothing_half_applied(d, "a failed bootstrap step")
@@ -498,7 +506,7 @@ def test_a_bad_ssh_key_fails_clearly_and_the_next_up_finishes(deployment: Deploy
     p.set_secret("target.private_key", stranger.read_text())
     p.configure(bootstrap={"min_cpus": 2})  # a step must connect
     try:
-        out = failed_up(p)
+        out = failed_up(p, "a key the server does not know")
         assert re.search(r"unable to authenticate|permission denied|handshake failed", out, re.I), out[-3000:]
         assert re.search(r"bootstrap-\w+|docker", out), f"the failure does not say where:\n{out[-3000:]}"
         assert s.private_key not in out and stranger.read_text() not in out, "a private key was printed"
@@ -520,7 +528,7 @@ def test_an_unreachable_host_fails_clearly_and_the_next_up_finishes(deployment: 
     key = doc["config"]["ai-meeting:target"]["private_key"]
     p.configure(target={**target, "private_key": key}, bootstrap={"min_cpus": 1})
     try:
-        out = failed_up(p)
+        out = failed_up(p, "an unreachable host (port 2299)")
         assert re.search(r"connection refused|dial tcp|unable to connect", out, re.I), out[-3000:]
         assert re.search(r"bootstrap-\w+", out), f"the failure does not say where:\n{out[-3000:]}"
     finally:
@@ -548,8 +556,19 @@ def test_destroy_removes_all_but_the_protected_data(deployment: Deployment) -> N
     stack_checks._redis(s, "BGREWRITEAOF")  # nothing only in memory
     time.sleep(2)
 
+    # Plain `pulumi destroy` refuses while protected resources exist, and deletes nothing.
+    plain = d.project.run("destroy", "--yes", "--stack", STACK, check=False)
+    assert plain.code != 0 and "protected" in plain.stdout + plain.stderr, plain.stdout[-3000:]
+    d.serving()
+
+    # As on a machine that never ran the program (or cleaned its cache): the Docker provider's
+    # key file is missing, and scripts/destroy puts it back from the stack config.
+    import shutil
+
+    shutil.rmtree(Path(d.project.env["AI_MEETING_CACHE"]) / "ssh", ignore_errors=True)
     res = d.timed("scripts/destroy prod", d.script, "destroy", STACK)
     assert res.code == 0, f"scripts/destroy exited {res.code}\n{res.stdout[-4000:]}\n{res.stderr[-3000:]}"
+    assert "writing the deploy key" in res.stdout, res.stdout[-2000:]
     # Left: the protected resources and what they need to be managed later (their provider,
     # whose host waits on the bootstrap steps; those have nothing to undo on the server).
     resources = d.state_resources()
@@ -571,6 +590,34 @@ def test_destroy_removes_all_but_the_protected_data(deployment: Deployment) -> N
         assert f"{PREFIX}-{service}-data" in volumes, volumes
     assert_site_down(s)
     assert_data_on_disk(s)
+
+
+def test_up_after_destroy_serves_the_same_data(deployment: Deployment) -> None:
+    """What `scripts/destroy` kept is enough: `pulumi up` brings the site back on the same
+    volumes with the same secrets."""
+    d = deployment
+    d.require_deployed()
+    s = d.server
+    d.timed("protected resources only -> serving by `pulumi up`", d.project.up)
+    stack_checks.every_container_healthy(s)
+    d.serving()
+    assert_probe_data(d)
+    assert d.project.preview("--expect-no-changes", check=False).code == 0
+
+
+def assert_probe_data(d: Deployment) -> None:
+    s = d.server
+    lost = []
+    rows = stack_checks._psql(s, "SELECT count(*) FROM teardown_probe", check=False)
+    if rows.stdout.strip() != str(PROBE_ROWS):
+        lost.append(f"PostgreSQL: {rows.stdout.strip()!r} rows {rows.stderr.strip()[-300:]}")
+    if (key := stack_checks._redis(s, "GET", "teardown:key")) != "survives":
+        lost.append(f"Redis: {key!r}")
+    minio = d.project.outputs(show_secrets=True)["minio"]
+    obj = stack_checks._mc(s, minio, f"cat t/{minio['bucket']}/teardown/object.bin", check=False)
+    if obj.stdout != "object-bytes":
+        lost.append(f"MinIO: {obj.stdout[:100]!r} {obj.stderr.strip()[-300:]}")
+    assert not lost, "the rebuilt stack lost data: " + "; ".join(lost)
 
 
 def test_destroy_all_leaves_the_data_on_disk(deployment: Deployment) -> None:
@@ -599,11 +646,7 @@ def test_plan_and_apply_plan_bring_the_site_back_with_its_data(deployment: Deplo
     d.timings["empty state -> serving by scripts/plan + scripts/apply-plan"] = time.monotonic() - started
     stack_checks.every_container_healthy(s)
     stack_checks.site_serves_the_acme_certificate(s, d.pebble)
-    assert stack_checks._psql(s, "SELECT count(*) FROM teardown_probe") == str(PROBE_ROWS)
-    assert stack_checks._redis(s, "GET", "teardown:key") == "survives"
-    minio = d.project.outputs(show_secrets=True)["minio"]
-    obj = stack_checks._mc(s, minio, f"cat t/{minio['bucket']}/teardown/object.bin", check=False)
-    assert obj.stdout == "object-bytes", obj
+    assert_probe_data(d)
     assert d.project.preview("--expect-no-changes", check=False).code == 0
 
 
