@@ -4,7 +4,10 @@
   scripts/bench --quick         one run per side, shorter wrk runs (CI: checks the benchmark works)
   scripts/bench --runs 5        more runs
   scripts/bench --render        only write the compose file (bench/generated/docker-compose.yml)
+  scripts/bench --variant P     measure a proposed program change: patch P applied to the bench's
+                                copies of the program (both sides), never to the repo
   scripts/bench --report DIR    rebuild the table and plot from DIR/results.json
+  scripts/bench --compare DIR…  the medians of several runs side by side (e.g. with and without a variant)
 
 Options: --out DIR (default build/bench, or build/bench-quick with --quick), --docs / --no-docs
 (update docs/benchmarks.md and docs/benchmarks-rollout.png; default: on for full runs, off
@@ -16,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import subprocess
 import sys
 import time
 import traceback
@@ -34,6 +38,10 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--sides", default="compose,pulumi")
     ap.add_argument("--render", action="store_true")
     ap.add_argument("--report", type=Path, default=None, metavar="DIR")
+    ap.add_argument("--compare", type=Path, nargs="+", default=None, metavar="DIR",
+                    help="print the medians of several runs' results.json side by side")
+    ap.add_argument("--variant", type=Path, action="append", default=None, metavar="PATCH",
+                    help="apply this patch to the bench's copies of the program (repeatable)")
     args = ap.parse_args(argv)
 
     from . import compose
@@ -43,6 +51,11 @@ def main(argv: list[str]) -> int:
 
     from .report import write_report
 
+    if args.compare:
+        from .report import compare
+
+        print(compare([(d.name, json.loads((d / "results.json").read_text())) for d in args.compare]))
+        return 0
     if args.report:
         results = json.loads((args.report / "results.json").read_text())
         write_report(results, args.report, docs=bool(args.docs))
@@ -52,13 +65,23 @@ def main(argv: list[str]) -> int:
     if runs < 1:
         ap.error("--runs must be at least 1")
     outdir = (args.out or (REPO / "build" / ("bench-quick" if args.quick else "bench"))).resolve()
-    docs = (not args.quick) if args.docs is None else args.docs
+    docs = (not args.quick and not args.variant) if args.docs is None else args.docs
     sides = [s.strip() for s in args.sides.split(",") if s.strip()]
     if not set(sides) <= {"compose", "pulumi"} or not sides:
         ap.error("--sides: compose, pulumi or both")
 
-    # The plan's compose file, from the program of this commit (never a stale copy).
-    compose.write(compose.render_compose())
+    variant = [p.resolve() for p in args.variant] if args.variant else []
+    if variant:
+        # A patched copy of the program; the compose file is rendered from it in a fresh process.
+        src = _patched_copy(variant, outdir.parent / f"{outdir.name}-variant-src")
+        render = subprocess.run([sys.executable, "-m", "bench.compose", "--project", str(src)],
+                                cwd=REPO, capture_output=True, text=True)
+        if render.returncode != 0:
+            print(render.stdout + render.stderr, file=sys.stderr)
+            return 1
+    else:
+        # The plan's compose file, from the program of this commit (never a stale copy).
+        compose.write(compose.render_compose())
 
     from .machine import machine_facts
     from .run import Runner, log
@@ -68,10 +91,11 @@ def main(argv: list[str]) -> int:
         shutil.rmtree(outdir)
     outdir.mkdir(parents=True)
     started = time.monotonic()
-    wrk_seconds = 4 if args.quick else 8
+    wrk_seconds, rounds = (2, 2) if args.quick else (3, 4)
     results: dict = {
         "meta": machine_facts(),
-        "settings": {"runs": runs, "quick": args.quick, "wrk_seconds": wrk_seconds,
+        "settings": {"runs": runs, "quick": args.quick, "wrk_seconds": wrk_seconds, "overhead_rounds": rounds,
+                     "variant": [str(p.relative_to(REPO)) if p.is_relative_to(REPO) else str(p) for p in variant] or None,
                      "rollout_connections": 4, "rollout_delay_ms": 10, "sides": sides},
         "runs": [],
     }
@@ -85,7 +109,7 @@ def main(argv: list[str]) -> int:
         side_objs["compose"] = ComposeSide(outdir / "compose")
         results["meta"]["compose"] = side_objs["compose"].version
     if "pulumi" in sides:
-        side_objs["pulumi"] = PulumiSide(outdir / "pulumi")
+        side_objs["pulumi"] = PulumiSide(outdir / "pulumi", patches=variant)
         results["meta"]["pulumi"] = side_objs["pulumi"].version
     log(f"{runs} run(s) per side; compose: {results['meta'].get('compose', '-')}; load {results['meta']['load_start']}")
 
@@ -96,7 +120,7 @@ def main(argv: list[str]) -> int:
             run: dict = {"order": order}
             for key in order:
                 log(f"run {i + 1}/{runs}: {key}")
-                runner = Runner(side_objs[key], outdir, wrk_seconds=wrk_seconds,
+                runner = Runner(side_objs[key], outdir, wrk_seconds=wrk_seconds, rounds=rounds,
                                 rollout_connections=results["settings"]["rollout_connections"],
                                 rollout_delay_ms=results["settings"]["rollout_delay_ms"])
                 try:
@@ -118,6 +142,30 @@ def main(argv: list[str]) -> int:
     write_report(results, outdir, docs=docs)
     log(f"done in {results['meta']['wall_seconds']:.0f} s: {outdir / 'benchmarks.md'}" + (" and docs/benchmarks.md" if docs else ""))
     return code
+
+
+def _patched_copy(patches: list[Path], dest: Path) -> Path:
+    from tests.e2e.engine import PROJECT_FILES
+
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    for name in PROJECT_FILES:
+        src = REPO / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(src, dest / name)
+    for patch in patches:
+        apply_patch(patch, dest)
+    return dest
+
+
+def apply_patch(patch: Path, directory: Path) -> None:
+    res = subprocess.run(["patch", "-p1", "--forward", "-s", "-d", str(directory), "-i", str(patch)],
+                         capture_output=True, text=True)
+    if res.returncode != 0:
+        raise SystemExit(f"{patch} does not apply to this commit's program:\n{res.stdout}{res.stderr}")
 
 
 def _cleanup(side, key: str, quiet: bool = False) -> None:

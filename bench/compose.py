@@ -36,10 +36,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pulumi
-import yaml
+if __name__ == "__main__" and "--project" in sys.argv:  # before `config`/`components` come from the repo
+    sys.path.insert(0, str(Path(sys.argv[sys.argv.index("--project") + 1]).resolve()))
 
-from config import StackConfig
+import pulumi  # noqa: E402
+import yaml  # noqa: E402
+
+from config import StackConfig  # noqa: E402
 
 from .settings import BENCH, COMPOSE, COMPOSE_API_DIRECT, COMPOSE_PROJECT, DEMO_1, stack_config
 
@@ -327,10 +330,14 @@ def compose_project() -> str:
 
 
 def main(argv: list[str]) -> int:
+    """python -m bench.compose [--out DIR] [--project DIR]: --project renders from another copy of
+    the program (scripts/bench --variant: a patched copy); it must come first on sys.path before
+    anything imports `components` or `config`, so use it in a fresh process."""
     outdir = Path(argv[argv.index("--out") + 1]).resolve() if "--out" in argv else GENERATED
     for path in write(render_compose(), outdir):
         print(path)
     return 0
+
 
 
 if __name__ == "__main__":

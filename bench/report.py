@@ -108,6 +108,8 @@ def table(results: dict) -> tuple[str, dict]:
     row("   … resources / containers changed", "noop.up_changes", digits=0, ratio=False)
     row("   `pulumi preview` alone (s)", "noop.preview_seconds", ratio=False, key="preview", target="≤ 5 s, 0 changes",
         check=lambda c, p, r: None if not p else (med(p) <= TARGETS["preview"] and not any(values(results, "pulumi", "noop.preview_changes"))))
+    row("   idle CPU of the running stack's containers (% of one core)", "idle.containers_pct", digits=2)
+    row("   idle CPU of dockerd, containerd, shims (% of one core, whole engine)", "idle.daemons_pct", digits=1, ratio=False)
     row("3. rollout demo-1 → demo-2, 2 replicas, under load (s)", "rollout.seconds", key="rollout", target="≤ 1.5×",
         check=lambda c, p, r: None if r is None else r <= TARGETS["rollout"])
     row("   … the command alone (s)", "rollout.command_seconds")
@@ -127,9 +129,13 @@ def table(results: dict) -> tuple[str, dict]:
     row("   CPU per request through nginx: nginx (µs)", "overhead.cpu_us_per_request.nginx", ratio=False)
     row("   CPU per request through nginx: API (µs)", "overhead.cpu_us_per_request.api", ratio=False)
     row("   CPU per request through nginx: dockerd, access log (µs)", "overhead.cpu_us_per_request.dockerd", ratio=False)
+    row("   CPU per request straight: API (µs)", "overhead.cpu_us_per_request_direct.api", ratio=False)
     host = values(results, "compose", "overhead.host_ports.ratio")
     if host:
-        rows.append(f"|   compose, via published 127.0.0.1 ports (docker-proxy): nginx ÷ direct | {cell(host, 2)} | – | – | | |")
+        hd, hn = values(results, "compose", "overhead.host_ports.direct.rps"), values(results, "compose", "overhead.host_ports.nginx.rps")
+        rows.append(f"|   via the published 127.0.0.1 ports (docker-proxy in both paths): straight (req/s) | {cell(hd, 0)} | – | – | | |")
+        rows.append(f"|   … through nginx (req/s) | {cell(hn, 0)} | – | – | | |")
+        rows.append(f"|   … nginx ÷ direct | {cell(host, 2)} | – | – | | |")
     row("teardown: `down -v` / `pulumi destroy` (s)", "teardown.seconds")
     return "\n".join(rows), summary
 
@@ -148,8 +154,30 @@ def where_time_goes(results: dict) -> str:
         for s in cold.get("steps", []):
             took = (s.get("end") or 0) - s["start"]
             if s["type"].startswith(("docker:index/container", "command:")) or took >= 1.0 or not s["type"]:
-                lines.append(f"| `{s['name']}` ({s['type'].split(':')[-1]}) | {s['op']} | {s['start']:.1f} | {fmt(s.get('end'))} | {took:.1f} |")
+                lines.append(f"| {('`' + s['name'] + '` (' + s['type'].split(':')[-1] + ')') if s['type'] else s['name']} | {s['op']} | {s['start']:.1f} | {fmt(s.get('end'))} | {took:.1f} |")
         lines.append("")
+    runs = [r for r in results.get("runs", []) if isinstance(r.get("pulumi"), dict) and _get(r["pulumi"], "rollout.seconds")]
+    if runs:
+        runs.sort(key=lambda r: r["pulumi"]["rollout"]["seconds"])
+        ro = runs[len(runs) // 2]["pulumi"]["rollout"]
+        healthy = [c["healthy"] for c in ro.get("containers", []) if c.get("service") == "api" and "healthy" in c]
+        lines.append(f"Median `pulumi up` rollout ({ro['seconds']} s; `docker events`: the new replicas were healthy "
+                     f"{fmt(max(healthy)) if healthy else '–'} s after the command started):\n")
+        lines.append("| resource | op | start | end | took |")
+        lines.append("|---|---|---|---|---|")
+        for s in ro.get("steps", []):
+            took = (s.get("end") or 0) - s["start"]
+            if s["type"].startswith(("docker:index/container", "command:")) or not s["type"]:
+                name = ('`' + s['name'] + '` (' + s['type'].split(':')[-1] + ')') if s['type'] else s['name']
+                lines.append(f"| {name} | {s['op']} | {s['start']:.1f} | {fmt(s.get('end'))} | {took:.1f} |")
+        lines.append("")
+    noop = [r["pulumi"]["noop"] for r in results.get("runs", []) if isinstance(r.get("pulumi"), dict) and "noop" in r["pulumi"]]
+    if noop and "preview_first_resource" in noop[0]:
+        def m(k: str) -> str:
+            return fmt(med([n[k] for n in noop if isinstance(n.get(k), (int, float))]))
+        lines.append(f"No-op (medians): `pulumi up` {m('up_seconds')} s, of which the CLI, language host and program took "
+                     f"{m('up_first_resource')} s to register the first resource and the engine was done at {m('up_last_event')} s; "
+                     f"`pulumi preview` {m('preview_seconds')} s (first resource {m('preview_first_resource')} s, done {m('preview_last_event')} s).\n")
     for side in ("compose", "pulumi"):
         by = {}
         for run in results.get("runs", []):
@@ -170,6 +198,11 @@ def machine_block(results: dict) -> str:
             lb = _get(run.get(side, {}), "load_before")
             if lb:
                 loads.append(lb[0])
+    patches = s.get("variant") or []
+    if isinstance(patches, str):
+        patches = [patches]
+    variant = ("\n- **variant**: the program with " + " and ".join(f"`{p}`" for p in patches)
+               + " applied (both sides)") if patches else ""
     return (
         f"- date: {m.get('date')}, commit {m.get('git')}; {s.get('runs')} run(s) per side"
         + (" (--quick)" if s.get("quick") else "") + f", wall time {fmt(m.get('wall_seconds'), 0)} s\n"
@@ -177,8 +210,9 @@ def machine_block(results: dict) -> str:
         f"- load average (1 min) at start {m.get('load_start', ['?'])[0]}, before each side "
         f"{', '.join(fmt(x, 1) for x in loads) or '–'}, at end {m.get('load_end', ['?'])[0]} (the machine is shared: figures are noisy)\n"
         f"- Docker {m.get('docker')}; compose: {m.get('compose')}; Pulumi {m.get('pulumi')}; {m.get('wrk')}\n"
-        f"- wrk: overhead runs {s.get('wrk_seconds')} s, 2 threads, 16 keep-alive connections; rollout load "
+        f"- wrk: overhead {s.get('overhead_rounds', 1)} alternating runs of {s.get('wrk_seconds')} s per path, 2 threads, 16 keep-alive connections; rollout load "
         f"{s.get('rollout_connections')} connections, a new TLS connection per request, {s.get('rollout_delay_ms')} ms pause between requests"
+        + variant
     )
 
 
@@ -270,3 +304,27 @@ def write_report(results: dict, outdir: Path, docs: bool = False) -> dict:
         if png:
             shutil.copy(png, DOCS_PNG)
     return summary
+
+
+COMPARED = [
+    ("cold deploy (s)", "cold.seconds"),
+    ("no-op `up -d` / `pulumi up` (s)", "noop.up_seconds"),
+    ("`pulumi preview` (s)", "noop.preview_seconds"),
+    ("rollout under load (s)", "rollout.seconds"),
+    ("rollout: failed requests", "rollout.failed"),
+    ("scale 1 → 3 (s)", "scale.seconds"),
+]
+
+
+def compare(named: list[tuple[str, dict]]) -> str:
+    """Medians of the deploy figures of several result sets side by side (scripts/bench --compare)."""
+    head = "| measure (medians) | " + " | ".join(f"{n}: compose | {n}: pulumi | ratio" for n, _ in named) + " |"
+    rows = [head, "|---|" + "---|---|---|" * len(named)]
+    for label, path in COMPARED:
+        cells = []
+        for _, res in named:
+            c, p = med(values(res, "compose", path)), med(values(res, "pulumi", path))
+            r = f"{p / c:.2f}×" if c and p is not None and path != "rollout.failed" else "–"
+            cells += [fmt(c, 0 if path == "rollout.failed" else 1), fmt(p, 0 if path == "rollout.failed" else 1), r]
+        rows.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)

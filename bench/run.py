@@ -18,11 +18,12 @@ What is timed, for both sides alike (docs/benchmarks.md, "Method"):
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
+import statistics
 from pathlib import Path
 
 from .measure import (
-    DockerEvents, Probe, WrkTimeline, all_healthy, api_containers, cpu_ns, docker, loadavg, netns, process_cpu_ns,
+    DockerEvents, Probe, WrkTimeline, all_healthy, api_containers, containers, cpu_ns, docker, loadavg, netns,
+    process_cpu_ns,
     wait_for, wrk_throughput,
 )
 from .settings import DEMO_2, VERSION_2
@@ -36,11 +37,12 @@ def log(msg: str) -> None:
 
 
 class Runner:
-    def __init__(self, side: ComposeSide | PulumiSide, outdir: Path, *, wrk_seconds: int,
+    def __init__(self, side: ComposeSide | PulumiSide, outdir: Path, *, wrk_seconds: int, rounds: int,
                  rollout_connections: int, rollout_delay_ms: int):
         self.side = side
         self.outdir = outdir
-        self.wrk_seconds = wrk_seconds
+        self.wrk_seconds, self.rounds = wrk_seconds, rounds
+        self.idle_seconds = 20.0 if rounds > 2 else 8.0
         self.rollout_connections, self.rollout_delay_ms = rollout_connections, rollout_delay_ms
         self.https = side.side.https_port
         self.network = side.network
@@ -83,29 +85,75 @@ class Runner:
         out = {"up_seconds": round(up.seconds, 2), "up_changes": up.changes}
         if isinstance(self.side, PulumiSide):
             pv = self.side.preview()
-            out.update(preview_seconds=round(pv.seconds, 2), preview_changes=pv.changes)
+            out.update(preview_seconds=round(pv.seconds, 2), preview_changes=pv.changes,
+                       up_first_resource=up.first_resource, up_last_event=up.last_event,
+                       preview_first_resource=pv.first_resource, preview_last_event=pv.last_event)
         return out
 
+    def idle_cpu(self, seconds: float) -> dict:
+        """CPU the running stack uses while nothing happens: mostly its healthchecks (each one a
+        process started in the container through dockerd, containerd and runc). Containers'
+        cgroups are this stack's alone; the daemons' share includes every other stack on the
+        engine, so it is noisier."""
+        ids = [c["Id"] for c in containers(self.network) if c["State"]["Status"] == "running"]
+        daemons = ("dockerd", "containerd", "containerd-shim", "runc")
+
+        def sample() -> tuple[int, int]:
+            return sum(cpu_ns(i) for i in ids), sum(process_cpu_ns(n) for n in daemons)
+
+        c0, d0 = sample()
+        time.sleep(seconds)
+        c1, d1 = sample()
+        return {"containers_pct": round((c1 - c0) / 1e9 / seconds * 100, 2),
+                "daemons_pct": round((d1 - d0) / 1e9 / seconds * 100, 2), "seconds": seconds}
+
     def nginx_overhead(self) -> dict:
+        """Straight to one replica and through nginx, in alternating short wrk runs (`rounds` of
+        each, `wrk_seconds` long): on a shared 2-core machine the background load changes from
+        minute to minute, so each pair is measured close together and the ratio is the median of
+        the pairs' ratios. CPU per request (cgroup counters) is the steadier figure."""
         (api,) = api_containers(self.network)[:1]
         nginx_id = docker("inspect", "-f", "{{.Id}}", f"{self.side.side.name_prefix}-nginx").stdout.strip()
-        port = 3000
-        out: dict = {}
-        direct = wrk_throughput(f"http://127.0.0.1:{port}/health", self.wrk_seconds, prefix=netns(api["Id"]))
-        cpu0 = {"nginx": cpu_ns(nginx_id), "api": cpu_ns(api["Id"]), "dockerd": process_cpu_ns("dockerd")}
-        via = wrk_throughput("https://127.0.0.1:443/api/health", self.wrk_seconds, prefix=netns(nginx_id), host="localhost")
-        cpu1 = {"nginx": cpu_ns(nginx_id), "api": cpu_ns(api["Id"]), "dockerd": process_cpu_ns("dockerd")}
-        out["direct"] = _wrk(direct)
-        out["nginx"] = _wrk(via)
-        out["ratio"] = round(via.rps / direct.rps, 3) if direct.rps else None
-        if via.requests:
-            out["cpu_us_per_request"] = {k: round((cpu1[k] - cpu0[k]) / 1000 / via.requests, 1) for k in cpu0}
+
+        def cpu() -> dict[str, int]:
+            return {"nginx": cpu_ns(nginx_id), "api": cpu_ns(api["Id"]), "dockerd": process_cpu_ns("dockerd")}
+
+        def pairs(direct_fn, via_fn) -> dict:
+            direct, via, spent = [], [], {"nginx": 0, "api": 0, "dockerd": 0}
+            api_direct = 0
+            for _ in range(self.rounds):
+                c0 = cpu()
+                direct.append(direct_fn())
+                c1 = cpu()
+                via.append(via_fn())
+                c2 = cpu()
+                api_direct += c1["api"] - c0["api"]
+                for k in spent:
+                    spent[k] += c2[k] - c1[k]
+            n_via = sum(r.requests for r in via)
+            n_direct = sum(r.requests for r in direct)
+            ratios = sorted(v.rps / d.rps for d, v in zip(direct, via) if d.rps)
+            out = {"direct": _agg(direct), "nginx": _agg(via),
+                   "ratio": round(statistics.median(ratios), 3) if ratios else None,
+                   "ratios": [round(r, 3) for r in ratios]}
+            if n_via:
+                out["cpu_us_per_request"] = {k: round(v / 1000 / n_via, 1) for k, v in spent.items()}
+            if n_direct:
+                out["cpu_us_per_request_direct"] = {"api": round(api_direct / 1000 / n_direct, 1)}
+            return out
+
+        secs = self.wrk_seconds
+        out = pairs(
+            lambda: wrk_throughput("http://127.0.0.1:3000/health", secs, prefix=netns(api["Id"])),
+            lambda: wrk_throughput("https://127.0.0.1:443/api/health", secs, prefix=netns(nginx_id), host="localhost"),
+        )
         if isinstance(self.side, ComposeSide):
             # The issue's literal form: the API's own published 127.0.0.1 port vs nginx's.
             host_port = int(api["NetworkSettings"]["Ports"]["3000/tcp"][0]["HostPort"])
-            hd = wrk_throughput(f"http://127.0.0.1:{host_port}/health", self.wrk_seconds)
-            hn = wrk_throughput(f"https://127.0.0.1:{self.https}/api/health", self.wrk_seconds, host="localhost")
-            out["host_ports"] = {"direct": _wrk(hd), "nginx": _wrk(hn), "ratio": round(hn.rps / hd.rps, 3) if hd.rps else None}
+            out["host_ports"] = pairs(
+                lambda: wrk_throughput(f"http://127.0.0.1:{host_port}/health", secs),
+                lambda: wrk_throughput(f"https://127.0.0.1:{self.https}/api/health", secs, host="localhost"),
+            )
         return out
 
     def scale(self, n: int) -> dict:
@@ -171,6 +219,8 @@ class Runner:
                 recovered_by_reload = True
             time.sleep(2)
         done_at = max(cmd.ended, healthy_at or 0, streak_from or 0) if conv_at else None
+        rows = events.start_to_healthy(wall0)
+        new_healthy = [r["healthy"] for r in rows if r["service"] == "api" and "healthy" in r]
         res = load.result
         seconds = res.get("seconds", {})
         ok = sum(v.get("ok", 0) for v in seconds.values())
@@ -181,7 +231,7 @@ class Runner:
         return {
             "seconds": round(done_at - t0, 2) if done_at else None,
             "command_seconds": round(cmd.seconds, 2),
-            "healthy_after": round(healthy_at - t0, 2) if healthy_at else None,
+            "healthy_after": round(max(new_healthy), 2) if new_healthy else None,  # docker events
             "recovered_by_reload": recovered_by_reload,
             "served": ok,
             "failed": bad + socket_errors,
@@ -194,7 +244,7 @@ class Runner:
             "command_end_unix": wall0 + (cmd.ended - t0),
             "timeline": seconds,
             "probe_failures": [f"{s.start - t0:.1f}s {s.status or s.error}" for s in probe.failures(t0)][:20],
-            "containers": events.start_to_healthy(wall0),
+            "containers": rows,
             "steps": cmd.steps,
         }
 
@@ -208,7 +258,8 @@ class Runner:
         out["cold"] = self.cold_deploy()
         log(f"{self.side.key}: cold deploy {out['cold']['seconds']} s; no-op re-run")
         out["noop"] = self.noop()
-        log(f"{self.side.key}: no-op {out['noop']}; nginx overhead ({self.wrk_seconds} s per wrk run)")
+        out["idle"] = self.idle_cpu(self.idle_seconds)
+        log(f"{self.side.key}: idle CPU {out['idle']}; no-op {out['noop']}; nginx overhead ({self.rounds} x {self.wrk_seconds} s per path)")
         out["overhead"] = self.nginx_overhead()
         log(f"{self.side.key}: nginx/direct = {out['overhead']['ratio']}; scale 1 -> 3")
         out["scale"] = self.scale(3)
@@ -224,10 +275,17 @@ class Runner:
         return out
 
 
-def _wrk(r) -> dict:
-    d = asdict(r)
-    d.pop("raw", None)
-    return {k: (round(v, 2) if isinstance(v, float) else v) for k, v in d.items()}
+def _agg(rs: list) -> dict:
+    """Several wrk runs of one path: median rate and latencies, summed counts."""
+    return {
+        "rps": round(statistics.median(r.rps for r in rs), 1),
+        "rps_each": [round(r.rps, 1) for r in rs],
+        "requests": sum(r.requests for r in rs),
+        "p50_ms": round(statistics.median(r.p50_ms for r in rs), 2),
+        "p99_ms": round(statistics.median(r.p99_ms for r in rs), 2),
+        "errors": sum(r.errors for r in rs),
+        "non2xx": sum(r.non2xx for r in rs),
+    }
 
 
 def floors(rows: list[dict]) -> dict:
@@ -240,8 +298,10 @@ def floors(rows: list[dict]) -> dict:
     for r in rows:
         if "start_to_healthy" in r:
             by[r["service"]] = max(by.get(r["service"], 0.0), r["start_to_healthy"])
-    data = max((by.get(s, 0.0) for s in ("postgres", "redis", "minio")), default=0.0)
-    api, web, nginx = by.get("api", 0.0), by.get("web", 0.0), by.get("nginx", 0.0)
+    if not all(k in by for k in ("postgres", "redis", "minio", "api", "web", "nginx")):
+        return {"by_service": {k: round(v, 2) for k, v in sorted(by.items())}, "parallel": None, "serial": None}
+    data = max(by[s] for s in ("postgres", "redis", "minio"))
+    api, web, nginx = by["api"], by["web"], by["nginx"]
     return {
         "by_service": {k: round(v, 2) for k, v in sorted(by.items())},
         "parallel": round(data + max(api, web, nginx), 2),

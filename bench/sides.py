@@ -30,6 +30,8 @@ class Timed:
     code: int = 0
     changes: int | None = None  # resources changed (pulumi) / containers created or recreated (compose)
     steps: list[dict] = field(default_factory=list)  # pulumi: per-resource operation timings
+    first_resource: float | None = None  # pulumi: seconds until the program registered its first resource
+    last_event: float | None = None  # pulumi: seconds until the engine's last event (summary)
 
 
 def _run(cmd: list[str], *, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 900) -> Timed:
@@ -207,7 +209,7 @@ class PulumiSide:
     stack = "bench"
     stack_label = "bench"
 
-    def __init__(self, workdir: Path):
+    def __init__(self, workdir: Path, patches: list[Path] | None = None):
         from tests.e2e.engine import PulumiProject  # the e2e harness: a copy of the project, its own backend
 
         self.workdir = workdir
@@ -220,6 +222,11 @@ class PulumiSide:
         # Its own stack file: Pulumi.dev.yaml's settings without its encryption salt (a salt
         # belongs to the passphrase of the stack that made it).
         self.project = PulumiProject(workdir / "project", self.stack, env)
+        if patches:
+            from .__main__ import apply_patch
+
+            for patch in patches:
+                apply_patch(patch, self.project.dir)
         self.version = subprocess.run(["pulumi", "version"], capture_output=True, text=True, env=env).stdout.strip()
         self.network = f"{self.side.name_prefix}-network"
         self.replicas = 1
@@ -243,6 +250,9 @@ class PulumiSide:
         with _EventTail(log) as tail:
             res = _run(["pulumi", *args], env=env, cwd=self.project.dir, timeout=timeout)
         res.steps, res.changes = steps_of(tail.events, res.started)
+        firsts = [s for s in res.steps if s["name"] == "(first resource registered)"]
+        res.first_resource = firsts[0]["start"] if firsts else None
+        res.last_event = round(tail.events[-1][0] - res.started, 2) if tail.events else None
         if res.code != 0:
             raise SideError(f"pulumi {command}: exit {res.code}\n{res.output[-4000:]}")
         return res
