@@ -26,7 +26,6 @@ docker-compose validate it, so a program change the translation cannot express f
 
 from __future__ import annotations
 
-import json
 import secrets
 import shutil
 import string
@@ -44,7 +43,7 @@ import yaml  # noqa: E402
 
 from config import StackConfig  # noqa: E402
 
-from .settings import BENCH, COMPOSE, COMPOSE_API_DIRECT, COMPOSE_PROJECT, DEMO_1, stack_config
+from .settings import BENCH, COMPOSE, COMPOSE_API_DIRECT, DEMO_1, stack_config
 
 GENERATED = BENCH / "generated"
 COMPOSE_FILE = GENERATED / "docker-compose.yml"
@@ -323,10 +322,6 @@ def write_env_file(workdir: Path, api_image: str = DEMO_1) -> Path:
 def set_env_value(env_file: Path, key: str, value: str) -> None:
     lines = [l for l in env_file.read_text().splitlines() if not l.startswith(f"{key}=")]
     env_file.write_text("\n".join([*lines, f"{key}={value}"]) + "\n")
-
-
-def compose_project() -> str:
-    return COMPOSE_PROJECT
 
 
 def main(argv: list[str]) -> int:

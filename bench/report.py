@@ -208,7 +208,7 @@ def machine_block(results: dict) -> str:
         + (" (--quick)" if s.get("quick") else "") + f", wall time {fmt(m.get('wall_seconds'), 0)} s\n"
         f"- machine: {m.get('os')}, kernel {m.get('kernel')}, {m.get('cores')} cores ({m.get('cpu')}), {m.get('memory_gib')} GiB\n"
         f"- load average (1 min) at start {m.get('load_start', ['?'])[0]}, before each side "
-        f"{', '.join(fmt(x, 1) for x in loads) or '–'}, at end {m.get('load_end', ['?'])[0]} (the machine is shared: figures are noisy)\n"
+        f"{', '.join(fmt(x, 1) for x in loads) or '–'}, at end {fmt((m.get('load_end') or [None])[0])} (the machine is shared: figures are noisy)\n"
         f"- Docker {m.get('docker')}; compose: {m.get('compose')}; Pulumi {m.get('pulumi')}; {m.get('wrk')}\n"
         f"- wrk: overhead {s.get('overhead_rounds', 1)} alternating runs of {s.get('wrk_seconds')} s per path, 2 threads, 16 keep-alive connections; rollout load "
         f"{s.get('rollout_connections')} connections, a new TLS connection per request, {s.get('rollout_delay_ms')} ms pause between requests"
