@@ -76,10 +76,11 @@ class PulumiProject:
             **env,
             "PULUMI_BACKEND_URL": f"file://{state}",
             "PULUMI_CONFIG_PASSPHRASE": "e2e-test-passphrase",
-            "PULUMI_HOME": env.get("PULUMI_HOME", str(Path.home() / ".pulumi")),
             "AI_MEETING_CACHE": str(workdir / ".cache"),
         }
         self.env.pop("PULUMI_CONFIG_PASSPHRASE_FILE", None)
+        # PULUMI_HOME (the plugins) stays as the caller has it: unset, the CLI takes the
+        # user's home from the password database, which $HOME need not match.
         self.run("stack", "init", stack)
 
     def run(self, *args: str, check: bool = True, timeout: int = 900) -> Result:
