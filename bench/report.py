@@ -63,6 +63,9 @@ def cell(xs: list[float], digits: int = 1, missing: int = 0) -> str:
 
 
 def _missing(results: dict, side: str, path: str) -> int:
+    """Runs where a duration was not reached (rollout never converged, scale never complete)."""
+    if path not in ("rollout.seconds", "scale.seconds", "cold.seconds"):
+        return 0
     n = 0
     for run in results.get("runs", []):
         s = run.get(side)
