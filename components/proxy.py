@@ -64,13 +64,14 @@ def upstreams_script(docker_cli: str, nginx: str, volume: str, helper_image: str
     then, if nginx runs, check the config, reload gracefully and wait (at most 10 s) for the
     old workers to finish their requests. A config nginx refuses is rolled back. Pulumi removes
     replaced containers only after this, so no request goes to a container that is gone."""
-    inside = (
+    in_volume = f"--network none --user 0 --entrypoint sh -v {volume}:/u {helper_image}"  # a throwaway container
+    write = (
         "cat > /u/upstreams.conf.new && { [ ! -f /u/upstreams.conf ] || cp /u/upstreams.conf /u/upstreams.conf.prev; }"
         " && mv /u/upstreams.conf.new /u/upstreams.conf"
     )
-    restore = f"{docker_cli} run --rm --network none --user 0 --entrypoint sh -v {volume}:/u {helper_image} -c 'mv /u/upstreams.conf.prev /u/upstreams.conf'"
+    restore = f"{docker_cli} run --rm {in_volume} -c 'mv /u/upstreams.conf.prev /u/upstreams.conf'"
     return f"""set -euo pipefail
-{docker_cli} run --rm -i --network none --user 0 --entrypoint sh -v {volume}:/u {helper_image} -c '{inside}' <<'AI_MEETING_EOF'
+{docker_cli} run --rm -i {in_volume} -c '{write}' <<'AI_MEETING_EOF'
 {conf.rstrip()}
 AI_MEETING_EOF
 if [ "$({docker_cli} inspect -f '{{{{.State.Running}}}}' {nginx} 2>/dev/null)" = true ]; then
