@@ -145,17 +145,11 @@ def main(argv: list[str]) -> int:
 
 
 def _patched_copy(patches: list[Path], dest: Path) -> Path:
-    from tests.e2e.engine import PROJECT_FILES
+    from tests.e2e.engine import copy_project
 
     if dest.exists():
         shutil.rmtree(dest)
-    dest.mkdir(parents=True)
-    for name in PROJECT_FILES:
-        src = REPO / name
-        if src.is_dir():
-            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy(src, dest / name)
+    copy_project(dest)
     for patch in patches:
         apply_patch(patch, dest)
     return dest

@@ -8,7 +8,6 @@ what a user sees (healthy containers, what nginx serves).
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import threading
@@ -19,6 +18,7 @@ from pathlib import Path
 from .compose import API_IMAGE_VAR, COMPOSE_FILE, set_env_value, write_env_file
 from .measure import docker
 from .settings import COMPOSE, COMPOSE_PROJECT, DEMO_1, MIGRATE, PULUMI, REPO, Side, dev_stack_values, merged_overrides
+from tests.e2e.engine import toolchain_env
 
 
 @dataclass
@@ -117,14 +117,6 @@ class ComposeSide:
 
 
 # ---- pulumi up ----------------------------------------------------------------------------------------
-
-
-def toolchain_env() -> dict[str, str]:
-    cache = Path(os.environ.get("AI_MEETING_CACHE", Path.home() / ".cache" / "ai-meeting"))
-    env = dict(os.environ)
-    env["PATH"] = f"{cache / 'toolchain' / 'bin'}:{env.get('PATH', '')}"
-    env.update(PULUMI_SKIP_UPDATE_CHECK="true", PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION="true")
-    return env
 
 
 class _EventTail:

@@ -22,6 +22,17 @@ REPO = Path(__file__).resolve().parents[2]
 PROJECT_FILES = ("Pulumi.yaml", "__main__.py", "config", "components", "render")
 
 
+def copy_project(dest: Path) -> None:
+    """The program's files (not the stack files, not the state) into dest."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in PROJECT_FILES:
+        src = REPO / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(src, dest / name)
+
+
 def toolchain_env() -> dict[str, str]:
     cache = Path(os.environ.get("AI_MEETING_CACHE", Path.home() / ".cache" / "ai-meeting"))
     env = dict(os.environ)
@@ -60,13 +71,7 @@ class PulumiProject:
     def __init__(self, workdir: Path, stack: str, env: dict[str, str], stack_file: str | None = None):
         self.dir = workdir
         self.stack = stack
-        workdir.mkdir(parents=True, exist_ok=True)
-        for name in PROJECT_FILES:
-            src = REPO / name
-            if src.is_dir():
-                shutil.copytree(src, workdir / name, ignore=shutil.ignore_patterns("__pycache__"))
-            else:
-                shutil.copy(src, workdir / name)
+        copy_project(workdir)
         (workdir / ".venv").symlink_to(REPO / ".venv")
         if stack_file:
             shutil.copy(REPO / stack_file, workdir / f"Pulumi.{stack}.yaml")
