@@ -285,7 +285,12 @@ def make_app():
     @web.middleware
     async def access_log(request, handler):
         start = time.monotonic()
-        response = await handler(request)
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:
+            REQUESTS[(request.method, str(exc.status))] = REQUESTS.get((request.method, str(exc.status)), 0) + 1
+            raise
+        REQUESTS[(request.method, str(response.status))] = REQUESTS.get((request.method, str(response.status)), 0) + 1
         if request.path != "/health":
             log.info("%s %s %s %.1fms", request.method, request.path_qs, response.status,
                      (time.monotonic() - start) * 1000)
@@ -303,12 +308,76 @@ def make_app():
     return app
 
 
+# Requests served, by (method, status): the API's own counters for Prometheus (ENABLE_METRICS).
+REQUESTS = {}
+STARTED = time.time()
+
+
+def render_metrics(dependencies):
+    lines = [
+        "# HELP ai_meeting_api_info The running API's version and instance.",
+        "# TYPE ai_meeting_api_info gauge",
+        f'ai_meeting_api_info{{version="{VERSION}",instance_name="{INSTANCE}"}} 1',
+        "# HELP process_start_time_seconds Start time of the process since the epoch.",
+        "# TYPE process_start_time_seconds gauge",
+        f"process_start_time_seconds {STARTED:.3f}",
+        "# HELP http_requests_total HTTP requests served by the API, by method and status.",
+        "# TYPE http_requests_total counter",
+    ]
+    lines += [f'http_requests_total{{method="{m}",status="{s}"}} {n}' for (m, s), n in sorted(REQUESTS.items())]
+    lines += [
+        "# HELP ai_meeting_api_dependency_up Whether the API reaches a dependency (1) or not (0).",
+        "# TYPE ai_meeting_api_dependency_up gauge",
+    ]
+    lines += [f'ai_meeting_api_dependency_up{{dependency="{d}"}} {int(ok)}' for d, ok in sorted(dependencies.items())]
+    return "\n".join(lines) + "\n"
+
+
+def make_metrics_app():
+    from aiohttp import web
+
+    async def metrics(_request):
+        loop = asyncio.get_running_loop()
+        deps = {}
+        for name, fn in (("postgres", check_postgres), ("redis", check_redis), ("minio", check_minio)):
+            try:
+                deps[name] = bool(await loop.run_in_executor(None, fn))
+            except Exception:
+                deps[name] = False
+        return web.Response(text=render_metrics(deps), content_type="text/plain", charset="utf-8")
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
+    return app
+
+
 def serve():
     from aiohttp import web
 
     port = int(os.environ.get("APP_PORT", "3000"))
-    log.info("ai-meeting-api %s listening on 0.0.0.0:%d", VERSION, port)
-    web.run_app(make_app(), host="0.0.0.0", port=port, print=None, handle_signals=True)
+    metrics_port = int(os.environ.get("METRICS_PORT", "9090"))
+    with_metrics = os.environ.get("ENABLE_METRICS", "false").lower() == "true" and metrics_port != port
+
+    async def start():
+        runners = []
+        for app, p in [(make_app(), port)] + ([(make_metrics_app(), metrics_port)] if with_metrics else []):
+            runner = web.AppRunner(app, access_log=None, handle_signals=True)
+            await runner.setup()
+            await web.TCPSite(runner, "0.0.0.0", p).start()
+            runners.append(runner)
+        return runners
+
+    log.info("ai-meeting-api %s listening on 0.0.0.0:%d%s", VERSION, port,
+             f", metrics on 0.0.0.0:{metrics_port}/metrics" if with_metrics else "")
+    loop = asyncio.new_event_loop()
+    runners = loop.run_until_complete(start())
+    try:
+        loop.run_forever()
+    except (KeyboardInterrupt, web.GracefulExit):
+        pass
+    finally:
+        for runner in runners:
+            loop.run_until_complete(runner.cleanup())
 
 
 def main(argv):
