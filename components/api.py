@@ -129,9 +129,9 @@ class Api(pulumi.ComponentResource):
                         ),
                         health=Health(
                             test=["CMD-SHELL", f"curl -fsS {health_url} >/dev/null || wget -qO /dev/null {health_url}"],
-                            interval="10s",
+                            interval="2s",
                             timeout="5s",
-                            retries=3,
+                            retries=15,  # 30 s of failures, as 3 x 10 s did
                             start_period="40s",
                         ),
                         extra_labels={"ai-meeting.replica": str(i)},

@@ -208,7 +208,7 @@ class Minio(pulumi.ComponentResource):
                 # Newer official images ship no curl; `mc ready` is their own liveness probe.
                 health=Health(
                     test=["CMD-SHELL", "curl -fsS http://127.0.0.1:9000/minio/health/live || mc ready local"],
-                    interval="15s",
+                    interval="2s",
                     timeout="10s",
                 ),
             ),

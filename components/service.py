@@ -35,9 +35,11 @@ class Health:
     """A Docker healthcheck. `start_period` is grace before failures count."""
 
     test: Sequence[str]
-    interval: str = "10s"
+    # Docker 20.10 has no start_interval: the first check runs one interval after the start,
+    # so the interval is how long every health-gated step waits at least.
+    interval: str = "2s"
     timeout: str = "5s"
-    retries: int = 5
+    retries: int = 25  # 50 s of failures before unhealthy, as 5 x 10 s did
     start_period: str = "10s"
 
     def args(self) -> docker.ContainerHealthcheckArgs:

@@ -60,10 +60,8 @@ class AiMeetingStack(pulumi.ComponentResource):
             depends_on=[self.postgres.container, self.postgres.password_synced, self.redis.container, self.minio.container, self.minio.bucket_ready],
             opts=child,
         )
-        self.web = Web(
-            "web", site=site, image=images.ids["web"],
-            depends_on=[*self.api.replicas], opts=child,
-        )
+        # web needs nothing of the API: it starts with the data services, off the critical path.
+        self.web = Web("web", site=site, image=images.ids["web"], depends_on=[], opts=child)
         self.proxy = Proxy(
             "proxy",
             site=site,
