@@ -318,37 +318,6 @@ def test_a_release_that_never_gets_healthy_fails_the_up_and_the_old_replicas_kee
     stack.assert_converged()
 
 
-# ---- the engine underneath restarts ----------------------------------------------------------
-
-
-def restart_dockerd() -> None:
-    pid = subprocess.run(["pidof", "dockerd"], capture_output=True, text=True).stdout.split()
-    assert pid, "dockerd is not running"
-    subprocess.run(["kill", "-TERM", *pid], check=True)
-    for _ in range(120):
-        if subprocess.run(["pidof", "dockerd"], capture_output=True).returncode != 0:
-            break
-        time.sleep(1)
-    subprocess.run([str(REPO / "scripts" / "start-dockerd")], check=True, capture_output=True)
-
-
-def test_every_container_comes_back_after_a_dockerd_restart(stack):
-    restart_dockerd()
-    started = time.monotonic()
-    deadline = started + 180
-    states: dict[str, str] = {}
-    while time.monotonic() < deadline:
-        states = {c["Name"]: (c["State"].get("Health") or {}).get("Status", c["State"]["Status"]) for c in stack_containers()}
-        if states and all(s == "healthy" for s in states.values()):
-            break
-        time.sleep(2)
-    assert states and all(s == "healthy" for s in states.values()), states
-    print(f"every container healthy {time.monotonic() - started:.0f} s after dockerd was back")
-    status, _, _ = netcheck.https_get(HTTPS, "/api/health")
-    assert status == 200
-    stack.assert_converged()
-
-
 # ---- teardown ---------------------------------------------------------------------------------
 
 

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e import netcheck
+from tests.e2e.dockerd import restart_dockerd
 from tests.e2e.engine import PulumiProject, require_engine, require_local_images
 from tests.e2e.load import LoadLoop
 
@@ -36,6 +38,12 @@ def docker(*args: str, check: bool = True, **kw) -> subprocess.CompletedProcess:
 
 def containers(service: str) -> list[dict]:
     ids = docker("ps", "-aq", "--filter", f"network={PREFIX}-network", "--filter", f"label=ai-meeting.service={service}").stdout.split()
+    return json.loads(docker("inspect", *ids).stdout) if ids else []
+
+
+def docker_ps_inspect() -> list[dict]:
+    """Every container of the stack (all on its network), running or not."""
+    ids = docker("ps", "-aq", "--filter", f"network={PREFIX}-network").stdout.split()
     return json.loads(docker("inspect", *ids).stdout) if ids else []
 
 
@@ -155,6 +163,35 @@ def test_data_survives_a_crash_of_every_datastore(stack, data, record):
     record(f"kill -9 of postgres, redis, minio: {ROWS} rows, {KEYS} keys, {OBJECTS} objects by checksum",
            "0 lost" if not lost else f"changed: {lost}", "0 lost", not lost)
     assert not lost, (data, after)
+
+
+def test_service_and_data_survive_a_dockerd_restart(stack, data, record):
+    """The engine restarts under the stack (an upgrade of docker.io, a crash): every container
+    comes back by its restart policy, with its data, and the stack still matches its state."""
+    restart_dockerd()
+    started = time.monotonic()
+    states: dict[str, str] = {}
+    while time.monotonic() < started + 180:
+        states = {c["Name"]: (c["State"].get("Health") or {}).get("Status", c["State"]["Status"])
+                  for c in docker_ps_inspect()}
+        if states and all(s == "healthy" for s in states.values()):
+            break
+        time.sleep(1)
+    seconds = time.monotonic() - started
+    healthy = bool(states) and all(s == "healthy" for s in states.values())
+    record(f"dockerd restart: all {len(states)} containers healthy again without an `up`",
+           f"{seconds:.1f} s" if healthy else f"not after {seconds:.0f} s: {states}", "<= 60 s", healthy and seconds <= 60)
+    assert healthy, states
+    status, _, _ = netcheck.https_get(HTTPS, "/api/health")
+    assert status == 200
+    after = fingerprint(stack)
+    lost = [s for s in data if after[s] != data[s]]
+    record("dockerd restart: data by checksum", "0 lost" if not lost else f"changed: {lost}", "0 lost", not lost)
+    assert not lost, (data, after)
+    res = stack.project.preview("--expect-no-changes", check=False)
+    record("dockerd restart: `pulumi preview --expect-no-changes`", "no changes" if res.code == 0 else "changes",
+           "no changes", res.code == 0)
+    assert res.code == 0, res.stdout[-3000:]
 
 
 def identity(service: str) -> tuple[str, str]:
