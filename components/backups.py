@@ -12,6 +12,7 @@ import pulumi
 from config.model import StackConfig
 from render.backup import BackupSettings, render_backup_cron, render_backup_script, render_restore_script
 
+from .service import LABEL_KIND, LABEL_SERVICE, LABEL_STACK
 from .target import HostShell, install_files_script, sha256
 
 
@@ -26,6 +27,8 @@ def backup_settings(cfg: StackConfig) -> BackupSettings:
         minio_container=cfg.container_name("minio"),
         db_name=cfg.database.name,
         db_user=cfg.database.user,
+        # The API replicas (auto-named): stopped while the data is replaced, started after.
+        app_labels=(f"{LABEL_KIND}=service", f"{LABEL_SERVICE}=api", f"{LABEL_STACK}={pulumi.get_stack()}"),
     )
 
 

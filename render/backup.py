@@ -23,8 +23,11 @@ class BackupSettings:
     redis_appendonly: bool = True
     redis_aof_dirname: str = "appendonlydir"
     redis_aof_filename: str = "appendonly.aof"
-    # Containers stopped during a restore so nothing writes meanwhile (the API replicas).
+    # Containers stopped during a restore so nothing writes meanwhile (the API replicas), and
+    # started again after it: named here, or found when the restore runs by these
+    # `key=value` labels (the replicas are auto-named, so their names change on every rollout).
     app_containers: tuple[str, ...] = ()
+    app_labels: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         check_path(self.install_dir, "install_dir")
@@ -44,6 +47,14 @@ class BackupSettings:
             raise ValueError("app_containers: a tuple of container names is required")
         for i, c in enumerate(self.app_containers):
             check_ident(c, f"app_containers[{i}]")
+        if isinstance(self.app_labels, str):
+            raise ValueError("app_labels: a tuple of key=value labels is required")
+        for i, label in enumerate(self.app_labels):
+            key, eq, value = label.partition("=")
+            if not eq:
+                raise ValueError(f"app_labels[{i}]: {label!r} must be key=value")
+            check_ident(key, f"app_labels[{i}] key")
+            check_ident(value, f"app_labels[{i}] value")
 
     @property
     def backup_script_path(self) -> str:

@@ -38,7 +38,8 @@ def world(tmp_path, cluster):
     (install / "data").mkdir()
     (install / "data/huge.bin").write_text("not config")
     s = BackupSettings(install_dir=str(install), backup_dir=str(install / "backups"), retention_days=30,
-                       app_containers=("ai-meeting-api-1", "ai-meeting-api-2"))
+                       app_containers=("ai-meeting-api-1", "ai-meeting-api-2"),
+                       app_labels=("ai-meeting.service=api", "ai-meeting.stack=prod"))
     (install / "bin").mkdir()
     (install / "bin/backup.sh").write_text(render_backup_script(s))
     (install / "bin/restore.sh").write_text(render_restore_script(s))
@@ -46,7 +47,7 @@ def world(tmp_path, cluster):
     env = dict(os.environ, PATH=f"{bindir}:{os.environ['PATH']}", FAKE_ROOT=str(root),
                FAKE_PG="ai-meeting-postgres", FAKE_PG_SOCK=cluster.sockdir, FAKE_PG_PORT=str(cluster.port),
                FAKE_PG_BIN=str(PG_BIN), FAKE_REDIS="ai-meeting-redis", FAKE_REDIS_PORT=str(port),
-               FAKE_REDIS_PASSWORD=PASSWORD,
+               FAKE_REDIS_PASSWORD=PASSWORD, FAKE_APPS="api-5f3a1c2 ai-meeting-api-2",
                # The rendered container command, so the AOF settings are the production ones.
                FAKE_REDIS_CMD=render_redis_command(
                    RedisSettings(maxmemory="64mb", data_dir=str(root / "ai-meeting-redis/data")))[2])
@@ -127,7 +128,11 @@ def test_backup_then_restore_round_trip(world, cluster):
     assert not (minio / "ai-meeting-recordings/rec2.webm").exists()
     events = (root / "events.log").read_text().split("\n")
     assert events.index("stop ai-meeting-api-1") < events.index("stop ai-meeting-redis")
-    assert events[-2] == "start ai-meeting-api-2"
+    # Named and labelled API containers alike (each once) stopped first, started last.
+    assert events.index("stop api-5f3a1c2") < events.index("stop ai-meeting-redis")
+    assert events[-4:-1] == ["start ai-meeting-api-1", "start ai-meeting-api-2", "start api-5f3a1c2"], events
+    assert "docker ps --format {{.Names}} --filter label=ai-meeting.service=api --filter label=ai-meeting.stack=prod" \
+        in (root / "calls.log").read_text()
     keep = list(Path(s.backup_dir).glob("pre-restore-*"))
     assert len(keep) == 1 and (keep[0] / "minio/ai-meeting-recordings/rec2.webm").exists()
 

@@ -27,7 +27,7 @@ BACKUP_VARIANTS = {
     "defaults": BackupSettings(),
     "custom": BackupSettings(install_dir="/srv/am", backup_dir="/backup/am", retention_days=7,
                              schedule="30 1 * * 1-5", app_containers=("ai-meeting-api-1", "ai-meeting-api-2"),
-                             redis_appendonly=False),
+                             app_labels=("ai-meeting.service=api", "ai-meeting.stack=prod"), redis_appendonly=False),
 }
 CERTBOT_VARIANTS = {
     "prod": CertbotSettings(domains=("ai-meeting.com", "www.ai-meeting.com"), email="ops@ai-meeting.com"),
@@ -137,6 +137,7 @@ def test_bootstrap_invalid(kw, match):
     ({"retention_days": 0}, "retention_days"), ({"schedule": "daily"}, "schedule"),
     ({"schedule": "0 2 * *"}, "schedule"), ({"postgres_container": "pg; rm -rf /"}, "postgres_container"),
     ({"backup_dir": "/"}, "backup_dir"), ({"db_name": "$(id)"}, "db_name"), ({"minio_data_path": "/"}, "data paths"),
+    ({"app_labels": ("ai-meeting.service",)}, "key=value"), ({"app_labels": ("a=b; rm -rf /",)}, "app_labels"),
 ])
 def test_backup_invalid(kw, match):
     with pytest.raises(ValueError, match=match):
