@@ -146,6 +146,9 @@ def ssh_connection(target: SshTarget) -> command.remote.ConnectionArgs:
         private_key=pulumi.Output.secret(target.private_key.get_secret_value()),
         dial_error_limit=20,  # the server may still be booting or restarting sshd
         per_dial_timeout=15,
+        # Pinned: the remote steps verify the server as Docker's ssh does (without it they
+        # would accept any host key).
+        host_key=target.host_key,
     )
 
 
