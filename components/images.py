@@ -19,7 +19,7 @@ from config.model import SshTarget, StackConfig
 from .target import ssh_options
 
 SERVICES = ("postgres", "redis", "minio", "nginx", "api", "web")
-MONITORING = ("prometheus", "grafana")
+MONITORING = ("prometheus", "node_exporter", "blackbox_exporter")
 
 
 class Images(pulumi.ComponentResource):
@@ -35,6 +35,7 @@ class Images(pulumi.ComponentResource):
     ):
         super().__init__("ai-meeting:images:Images", name, None, opts)
         wanted = SERVICES + (MONITORING if cfg.monitoring.enabled else ())
+        wanted += ("grafana",) if cfg.monitoring.enabled and cfg.monitoring.grafana else ()
         self.ids = {}
         for service in wanted:
             ref = getattr(cfg.images, service)

@@ -11,7 +11,7 @@ from .backups import Backups
 from .bootstrap import Bootstrap
 from .datastores import Minio, Placement, Postgres, Redis
 from .images import Images
-from .monitoring import Monitoring
+from .monitoring import Monitoring, MonitoringImages
 from .network import NetworkAndData
 from .proxy import Proxy
 from .secrets import Secrets
@@ -83,7 +83,10 @@ class AiMeetingStack(pulumi.ComponentResource):
         self.monitoring = (
             Monitoring(
                 "monitoring", site=site,
-                prometheus_image=images.ids["prometheus"], grafana_image=images.ids["grafana"],
+                images=MonitoringImages(
+                    prometheus=images.ids["prometheus"], node_exporter=images.ids["node_exporter"],
+                    blackbox_exporter=images.ids["blackbox_exporter"], grafana=images.ids.get("grafana"),
+                ),
                 depends_on=self.api.replicas, opts=child,
             )
             if cfg.monitoring.enabled
@@ -134,6 +137,8 @@ def stack_outputs(cfg: StackConfig, stack: "AiMeetingStack") -> dict[str, object
         "backup": {"enabled": stack.backups is not None, "schedule": cfg.backup.schedule, "retention_days": cfg.backup.retention_days},
     }
     if stack.monitoring:
+        outputs["prometheus_url"] = stack.monitoring.prometheus_url
+    if stack.monitoring and stack.monitoring.grafana_url:
         outputs["grafana_url"] = stack.monitoring.grafana_url
         outputs["grafana_admin_password"] = pulumi.Output.secret(stack.monitoring.grafana_admin_password)
     if stack.bootstrap:

@@ -149,8 +149,11 @@ class Images(Strict):
     web: str = "ghcr.io/your-org/ai-meeting/web:0.1.0"
     prometheus: str = "prom/prometheus:v2.53.0"
     grafana: str = "grafana/grafana:11.1.0"
+    node_exporter: str = "prom/node-exporter:v1.8.1"
+    blackbox_exporter: str = "prom/blackbox-exporter:v0.25.0"
 
-    @field_validator("postgres", "redis", "minio", "nginx", "api", "web", "prometheus", "grafana")
+    @field_validator("postgres", "redis", "minio", "nginx", "api", "web", "prometheus", "grafana",
+                     "node_exporter", "blackbox_exporter")
     @classmethod
     def _pinned(cls, v: str) -> str:
         m = _IMAGE.match(v)
@@ -327,10 +330,49 @@ class BackupConfig(Strict):
         return v
 
 
+_PROM_DURATION = re.compile(r"^([0-9]+(ms|s|m|h|d|w|y))+$")  # Prometheus durations: 15s, 1h30m
+
+
+class AlertConfig(Strict):
+    """Thresholds and `for:` durations of the alert rules (render/monitoring.py). Production
+    defaults; a test may shorten the durations."""
+
+    target_down_for: str = "2m"
+    api_error_ratio: float = Field(default=0.05, gt=0, lt=1)  # share of API responses that are 5xx
+    api_errors_for: str = "5m"
+    disk_used_percent: int = Field(default=85, ge=1, le=99)
+    disk_for: str = "10m"
+    backup_max_age_hours: int = Field(default=26, ge=1, le=24 * 30)
+    backup_for: str = "10m"
+    certificate_min_days: int = Field(default=14, ge=1, le=365)
+    certificate_for: str = "1h"
+
+    @field_validator("target_down_for", "api_errors_for", "disk_for", "backup_for", "certificate_for")
+    @classmethod
+    def _duration(cls, v: str) -> str:
+        if not _PROM_DURATION.match(v) or not re.search(r"[1-9]", v):
+            raise ValueError(f"'{v}' is not a Prometheus duration like 30s, 2m or 1h")
+        return v
+
+
 class MonitoringConfig(Strict):
     enabled: bool = False
+    # Grafana is declared for real servers; false runs Prometheus and the exporters alone (this
+    # machine has no Grafana image).
+    grafana: bool = True
     grafana_port: Port = 3002
     prometheus_port: Port = 9091
+    scrape_interval: str = "15s"
+    evaluation_interval: str = "15s"
+    retention: str = "15d"  # --storage.tsdb.retention.time
+    alerts: AlertConfig = AlertConfig()
+
+    @field_validator("scrape_interval", "evaluation_interval", "retention")
+    @classmethod
+    def _duration(cls, v: str) -> str:
+        if not _PROM_DURATION.match(v) or not re.search(r"[1-9]", v):
+            raise ValueError(f"'{v}' is not a Prometheus duration like 15s, 1m or 15d")
+        return v
 
 
 class BootstrapConfig(Strict):
@@ -456,7 +498,8 @@ class StackConfig(Strict):
         published = [p for p in self.loopback_ports.model_dump().values() if p is not None]
         published += [self.nginx.http_port, self.nginx.https_port]
         if self.monitoring.enabled:
-            published += [self.monitoring.grafana_port, self.monitoring.prometheus_port]
+            published += [self.monitoring.prometheus_port]
+            published += [self.monitoring.grafana_port] if self.monitoring.grafana else []
         clashes = sorted({p for p in published if published.count(p) > 1})
         if clashes:
             raise ValueError(f"loopback_ports: host port(s) {clashes} are used twice")
