@@ -11,6 +11,11 @@ except ConfigError as err:
     # RunError prints the message alone: no traceback, and nothing has been declared yet.
     raise pulumi.RunError(str(err)) from None
 
-stack = AiMeetingStack("ai-meeting", cfg)
+if cfg.target.kind == "swarm":
+    from components.swarm_stack import SwarmStack
+
+    stack = SwarmStack("ai-meeting", cfg)
+else:
+    stack = AiMeetingStack("ai-meeting", cfg)
 for key, value in stack.outputs.items():
     pulumi.export(key, value)

@@ -53,6 +53,7 @@ class Bootstrap(pulumi.ComponentResource):
         cfg: StackConfig,
         connection: command.remote.ConnectionArgs,
         opts: pulumi.ResourceOptions | None = None,
+        step_prefix: str = "bootstrap",  # a swarm bootstraps several servers: one prefix each
     ):
         super().__init__("ai-meeting:bootstrap:Bootstrap", name, None, opts)
         self.steps = []
@@ -60,7 +61,7 @@ class Bootstrap(pulumi.ComponentResource):
         report: pulumi.Output[str] = pulumi.Output.from_input("")
         for step in bootstrap_steps(cfg):
             cmd = command.remote.Command(
-                f"bootstrap-{step.name}",
+                f"{step_prefix}-{step.name}",
                 connection=connection,
                 # The script goes over stdin: nothing of it lands in the server's process list.
                 create="sudo -n bash -s",

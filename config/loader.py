@@ -31,7 +31,7 @@ def _key_of(loc: tuple[Any, ...]) -> str:
     for item in loc:
         if isinstance(item, int):
             parts[-1] = f"{parts[-1]}[{item}]" if parts else f"[{item}]"
-        elif item in ("local", "ssh") and parts and parts[-1] == "target":
+        elif item in ("local", "ssh", "swarm") and parts and parts[-1] == "target":
             continue  # discriminated-union branch name, not a key the operator wrote
         else:
             parts.append(str(item))

@@ -98,7 +98,102 @@ class SshTarget(Strict):
         return f"ssh://{self.user}@{self.host}:{self.port}"
 
 
-Target = Annotated[Union[LocalTarget, SshTarget], Field(discriminator="kind")]
+# Node labels the program places services by (README: Docker Swarm).
+DATA_LABEL = "ai-meeting.data"  # postgres, redis, minio and their volumes live on this node
+EDGE_LABEL = "ai-meeting.edge"  # nginx publishes 80/443 (host mode) on these nodes
+_LABEL_KEY = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$")
+
+
+class SwarmNode(Strict):
+    """One server of a Docker Swarm: reached over SSH (bootstrap, swarm init/join, images)."""
+
+    host: str
+    port: Port = 22
+    user: str = Field(default="deploy", pattern=r"^[a-z_][a-z0-9_-]{0,31}$")
+    role: Literal["manager", "worker"] = "worker"
+    # Address the other nodes reach this one on (swarm ports 2377, 7946, 4789). Default: host.
+    advertise_addr: str | None = None
+    host_key: str | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("host", "advertise_addr")
+    @classmethod
+    def _host(cls, v: str | None) -> str | None:
+        if v is None or re.match(r"^[0-9.]+$", v) or ":" in v:
+            return v
+        return _check_hostname(v)
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, v: dict[str, str]) -> dict[str, str]:
+        for key, value in v.items():
+            if not _LABEL_KEY.match(key):
+                raise ValueError(f"label '{key}': keys are lower-case letters, digits, '.', '_' and '-'")
+            if not re.fullmatch(r"[A-Za-z0-9._-]{1,63}", value):
+                raise ValueError(f"label '{key}': value '{value}' must be 1-63 of letters, digits, '.', '_', '-'")
+        return v
+
+    @property
+    def cluster_addr(self) -> str:
+        return self.advertise_addr or self.host
+
+    def ssh_target(self, private_key: SecretStr) -> SshTarget:
+        return SshTarget(host=self.host, port=self.port, user=self.user, private_key=private_key, host_key=self.host_key)
+
+
+class SwarmTarget(Strict):
+    """Several servers as one Docker Swarm: each bootstrapped like an ssh target, the swarm
+    formed by the program, services deployed through the first manager's engine."""
+
+    kind: Literal["swarm"] = "swarm"
+    nodes: list[SwarmNode] = Field(min_length=1)
+    private_key: SecretStr  # the deploy user's key, the same on every node
+
+    @field_validator("private_key")
+    @classmethod
+    def _pem(cls, v: SecretStr) -> SecretStr:
+        if "PRIVATE KEY-----" not in v.get_secret_value():
+            raise ValueError("must be an OpenSSH/PEM private key (set it with `pulumi config set --secret`)")
+        return v
+
+    @model_validator(mode="after")
+    def _roles(self) -> "SwarmTarget":
+        if self.nodes[0].role != "manager":
+            raise ValueError("target.nodes[0]: the first node initialises the swarm; it must be a manager")
+        seen: set[tuple[str, int]] = set()
+        addrs: set[str] = set()
+        for i, n in enumerate(self.nodes):
+            if (n.host, n.port) in seen:
+                raise ValueError(f"target.nodes[{i}]: {n.host}:{n.port} is listed twice")
+            if n.cluster_addr in addrs:
+                raise ValueError(f"target.nodes[{i}]: advertise address {n.cluster_addr} is used by another node")
+            seen.add((n.host, n.port))
+            addrs.add(n.cluster_addr)
+        data = [i for i, n in enumerate(self.nodes) if n.labels.get(DATA_LABEL) == "true"]
+        if len(data) != 1:
+            raise ValueError(
+                f"target.nodes: exactly one node needs the label {DATA_LABEL}: \"true\" "
+                f"(postgres, redis and minio stay on it with their volumes); found {len(data)}"
+            )
+        if not any(n.labels.get(EDGE_LABEL) == "true" for n in self.nodes):
+            raise ValueError(f"target.nodes: at least one node needs the label {EDGE_LABEL}: \"true\" (nginx's 80/443)")
+        managers = sum(n.role == "manager" for n in self.nodes)
+        if managers % 2 == 0:
+            # Raft needs a majority: 2 managers tolerate no more failures than 1, and 4 no more than 3.
+            raise ValueError(f"target.nodes: {managers} managers; use an odd number (1, 3, 5) for a Raft majority")
+        return self
+
+    @property
+    def manager(self) -> SwarmNode:
+        return self.nodes[0]
+
+    @property
+    def docker_host(self) -> str:
+        m = self.manager
+        return f"ssh://{m.user}@{m.host}:{m.port}"
+
+
+Target = Annotated[Union[LocalTarget, SshTarget, SwarmTarget], Field(discriminator="kind")]
 
 
 # --- TLS (R13) ------------------------------------------------------------------------
@@ -481,8 +576,8 @@ class StackConfig(Strict):
                     "tls.mode: prod needs letsencrypt or provided "
                     "(or set allow_self_signed_in_prod: true on purpose)"
                 )
-        if self.images.upload and self.target.kind != "ssh":
-            raise ValueError("images.upload: copies images to a server; it needs target.kind ssh")
+        if self.images.upload and self.target.kind not in ("ssh", "swarm"):
+            raise ValueError("images.upload: copies images to a server; it needs target.kind ssh or swarm")
         if self.tls.mode == "letsencrypt":
             if self.target.kind != "ssh":
                 raise ValueError("tls.mode: letsencrypt runs certbot on a server: it needs target.kind ssh")
@@ -492,6 +587,12 @@ class StackConfig(Strict):
             raise ValueError(
                 "target.user: the bootstrap turns off root SSH login; connect as a sudo user such as 'deploy'"
             )
+        if isinstance(self.target, SwarmTarget) and self.bootstrap.harden_ssh:
+            for i, node in enumerate(self.target.nodes):
+                if node.user == "root":
+                    raise ValueError(
+                        f"target.nodes[{i}].user: the bootstrap turns off root SSH login; connect as a sudo user such as 'deploy'"
+                    )
         ports = {self.nginx.http_port, self.nginx.https_port}
         if len(ports) != 2:
             raise ValueError("nginx.https_port: must differ from nginx.http_port")

@@ -42,6 +42,12 @@ class NginxSite:
     upstreams_include: str | None = None
     # A plain-HTTP listener proxying to the API replicas (published on 127.0.0.1), or None.
     listen_api_loopback: int | None = None
+    # Docker Swarm (endpoint mode dnsrr): resolve `api`/`web` through this DNS server at request
+    # time instead of fixed upstream blocks; api_upstreams is then the one service name:port.
+    dns_resolver: str | None = None
+    # TCP connect timeout to an API replica (default: api_timeout). Short in a swarm: a task
+    # on a node that just died does not refuse, it never answers; the next address is tried.
+    api_connect_timeout: str | None = None
 
     def __post_init__(self) -> None:
         validate_site(self)
@@ -85,6 +91,13 @@ def validate_site(s: NginxSite) -> None:
     check_positive(s.upstream_keepalive, "upstream_keepalive", 0)
     if not isinstance(s.client_max_body_size, str) or not _SIZE_RE.match(s.client_max_body_size):
         raise ValueError(f"client_max_body_size: {s.client_max_body_size!r} must look like 100M, 512k or 0")
+    if s.dns_resolver is not None:
+        if not re.fullmatch(r"\d{1,3}(\.\d{1,3}){3}", s.dns_resolver):
+            raise ValueError(f"dns_resolver: {s.dns_resolver!r} must be an IPv4 address")
+        if len(s.api_upstreams) != 1:
+            raise ValueError("api_upstreams: with dns_resolver, one service name:port (its DNS name has every task)")
+    if s.api_connect_timeout is not None and (not isinstance(s.api_connect_timeout, str) or not _TIME_RE.match(s.api_connect_timeout)):
+        raise ValueError(f"api_connect_timeout: {s.api_connect_timeout!r} must be an nginx time such as 2s")
     for field in ("fail_timeout", "api_timeout", "ws_timeout", "ws_connect_timeout"):
         v = getattr(s, field)
         if not isinstance(v, str) or not _TIME_RE.match(v):

@@ -58,6 +58,10 @@ class Recorder(pulumi.runtime.Mocks):
             outputs["cert_pem"] = "-----BEGIN CERTIFICATE-----\ncert\n-----END CERTIFICATE-----\n"
             outputs["certPem"] = outputs["cert_pem"]
         elif t.startswith("command:"):
+            if args.name.endswith(("swarm-init", "swarm-join")):  # target.kind swarm: a node id
+                outputs["stdout"] = "n0de1d" + args.name.split("-swarm-")[0].replace(".", "").replace("-", "")[-14:].lower()
+            elif args.name == "swarm-join-tokens":
+                outputs["stdout"] = "SWMTKN-1-worker\nSWMTKN-1-manager\n"
             outputs.setdefault("stdout", "")
             outputs.setdefault("stderr", "")
         elif t == "docker:index/container:Container":
@@ -120,7 +124,12 @@ def deploy(cfg: StackConfig, stack: str | None = None, tmp_cache: str | None = N
 
     @pulumi.runtime.test
     def run():
-        s = AiMeetingStack("ai-meeting", cfg)
+        if cfg.target.kind == "swarm":
+            from components.swarm_stack import SwarmStack
+
+            s = SwarmStack("ai-meeting", cfg)
+        else:
+            s = AiMeetingStack("ai-meeting", cfg)
         return pulumi.Output.from_input(asyncio.ensure_future(resolve(s))).apply(lambda _: None)
 
     run()
