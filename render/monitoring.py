@@ -314,8 +314,9 @@ class Panel:
 DASHBOARD_PANELS: tuple[Panel, ...] = (
     Panel("Targets up", "sum by (job) (up)", legend="{{job}}"),
     Panel("API requests per second by status", 'sum by (status) (rate(http_requests_total{job="api"}[5m]))', "reqps", "{{status}}"),
+    # `or vector(0)`: no 5xx series yet is a ratio of 0, not an empty panel.
     Panel("API 5xx ratio",
-          'sum(rate(http_requests_total{job="api",status=~"5.."}[5m])) / sum(rate(http_requests_total{job="api"}[5m]))',
+          '(sum(rate(http_requests_total{job="api",status=~"5.."}[5m])) or vector(0)) / sum(rate(http_requests_total{job="api"}[5m]))',
           "percentunit"),
     Panel("API dependencies reachable", "min by (dependency) (ai_meeting_api_dependency_up)", legend="{{dependency}}"),
     Panel("Service probes", 'probe_success{job=~"probe-.*"}', legend="{{service}}"),
