@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -197,3 +198,43 @@ def test_grafana_dashboard_is_valid_and_uses_the_provisioned_datasource():
     for metric in ("http_requests_total", "ai_meeting_api_dependency_up", "probe_success", "node_filesystem_avail_bytes",
                    "probe_ssl_earliest_cert_expiry", BACKUP_METRIC):
         assert metric in exprs
+
+
+# ---- the backup-age metric (servers) -----------------------------------------------------------
+
+
+@pytest.mark.docker
+def test_the_backup_scripts_metric_is_read_by_the_node_exporter(images, tmp_path):
+    """The lines of backup.sh that write the metric, run as the script runs them (umask 077),
+    then the node exporter's textfile collector (as nobody, like on a server) serves it."""
+    from components.monitoring import TEXTFILE_SUBDIR
+    from render.backup import BackupSettings, render_backup_script
+
+    script = render_backup_script(BackupSettings())
+    start = script.index("# For monitoring:")
+    snippet = script[start:script.index("\n\n", start)]
+    assert f"$INSTALL_DIR/{TEXTFILE_SUBDIR}" in snippet and BACKUP_METRIC in snippet
+    install = tmp_path / "install"
+    install.mkdir()
+    before = int(time.time())
+    subprocess.run(["bash", "-euo", "pipefail", "-c", f"umask 077\nINSTALL_DIR={install}\n{snippet}"], check=True)
+    textfile = install / TEXTFILE_SUBDIR
+    name = "aim-mon-textfile-check"
+    subprocess.run(["docker", "rm", "-f", name], capture_output=True)
+    subprocess.run(["docker", "run", "-d", "--name", name, "--network", "none", "-v", f"{textfile}:/textfile:ro",
+                    "ai-meeting-local/node-exporter:1.5", "--collector.textfile.directory=/textfile"],
+                   check=True, capture_output=True)
+    try:
+        def scrape() -> str:
+            return subprocess.run(["docker", "exec", name, "curl", "-fsS", "http://127.0.0.1:9100/metrics"],
+                                  capture_output=True, text=True).stdout
+
+        deadline = time.monotonic() + 60
+        while BACKUP_METRIC not in scrape() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        lines = [l for l in scrape().splitlines() if l.startswith(BACKUP_METRIC)]
+        assert lines, "node exporter does not serve the backup metric"
+        assert before <= float(lines[0].split()[-1]) <= time.time() + 1
+        assert "node_textfile_scrape_error 0" in scrape()
+    finally:
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True)
