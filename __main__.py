@@ -2,7 +2,6 @@
 
 import pulumi
 
-from components.stack import AiMeetingStack
 from config import ConfigError, load_stack_config
 
 try:
@@ -10,6 +9,9 @@ try:
 except ConfigError as err:
     # RunError prints the message alone: no traceback, and nothing has been declared yet.
     raise pulumi.RunError(str(err)) from None
+
+# Imported after validation: the providers' SDKs take seconds to import, bad config fails first.
+from components.stack import AiMeetingStack  # noqa: E402
 
 if cfg.target.kind == "swarm":
     from components.swarm_stack import SwarmStack

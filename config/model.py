@@ -29,6 +29,7 @@ _IMAGE = re.compile(
 )
 _CRON_FIELD = r"(\*|[0-9]+(-[0-9]+)?)(/[0-9]+)?(,(\*|[0-9]+(-[0-9]+)?)(/[0-9]+)?)*"
 _CRON = re.compile(rf"^{_CRON_FIELD}( {_CRON_FIELD}){{4}}$")
+_CRON_RANGES = (("minute", 0, 59), ("hour", 0, 23), ("day of month", 1, 31), ("month", 1, 12), ("day of week", 0, 7))
 _DURATION = re.compile(r"^[1-9][0-9]*[smhdw]$")  # the app's JWT lifetimes: 15m, 7d, 30d
 _SIZE = re.compile(r"^[1-9][0-9]*(kb|mb|gb)$")  # Redis memory sizes
 _IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")  # PostgreSQL identifiers we accept unquoted
@@ -422,6 +423,13 @@ class BackupConfig(Strict):
     def _cron(cls, v: str) -> str:
         if not _CRON.match(v):
             raise ValueError(f"'{v}' is not a 5-field cron schedule like '0 2 * * *'")
+        # cron refuses the whole file for a value out of its field's range ("0 25 * * *")
+        for field, (name, low, high) in zip(v.split(" "), _CRON_RANGES):
+            for part in field.split(","):
+                span, _, step = part.partition("/")
+                bounds = [int(n) for n in span.split("-")] if span != "*" else [low, high]
+                if any(not low <= n <= high for n in bounds) or bounds[0] > bounds[-1] or (step and int(step) == 0):
+                    raise ValueError(f"'{v}': {name} field '{field}' must be within {low}-{high} (ranges low-high, steps >= 1)")
         return v
 
 

@@ -59,6 +59,14 @@ def test_defaults_are_valid_and_follow_the_plan():
         ({"redis": {"maxmemory_policy": "lru"}}, "ai-meeting:redis.maxmemory_policy", "allkeys-lru"),
         ({"minio": {"bucket": "Bad_Bucket"}}, "ai-meeting:minio.bucket", "bucket name"),
         ({"backup": {"schedule": "nightly"}}, "ai-meeting:backup.schedule", "cron"),
+        # cron itself refuses these (found by tests/reliability/test_bad_input.py)
+        ({"backup": {"schedule": "0 25 * * *"}}, "ai-meeting:backup.schedule", "hour field '25' must be within 0-23"),
+        ({"backup": {"schedule": "60 2 * * *"}}, "ai-meeting:backup.schedule", "minute field"),
+        ({"backup": {"schedule": "0 2 0 * *"}}, "ai-meeting:backup.schedule", "day of month field"),
+        ({"backup": {"schedule": "0 2 * 13 *"}}, "ai-meeting:backup.schedule", "month field"),
+        ({"backup": {"schedule": "0 2 * * 1-8"}}, "ai-meeting:backup.schedule", "day of week field"),
+        ({"backup": {"schedule": "0 5-1 * * *"}}, "ai-meeting:backup.schedule", "hour field"),
+        ({"backup": {"schedule": "*/0 2 * * *"}}, "ai-meeting:backup.schedule", "steps >= 1"),
         ({"backup": {"retention_days": 0}}, "ai-meeting:backup.retention_days", "greater than or equal to 1"),
         ({"database": {"name": "ai-meeting"}}, "ai-meeting:database.name", "identifier"),
         ({"webrtc": {"turn_server": "turn.example.com"}}, "ai-meeting:webrtc.turn_server", "turn:"),
@@ -120,3 +128,8 @@ def test_committed_stack_files_validate(stack):
         raw["target"] = {**raw["target"], "private_key": FAKE_PEM}
     cfg = validate_config(raw, stack)
     assert cfg.environment == stack
+
+
+@pytest.mark.parametrize("schedule", ["0 2 * * *", "*/15 0-23/2 1,15 1-12 0-7", "59 23 31 12 7", "0 0 1 1 0"])
+def test_cron_schedules_within_the_fields_ranges_are_valid(schedule):
+    assert validate_config({"environment": "dev", "backup": {"schedule": schedule}}, "dev").backup.schedule == schedule
