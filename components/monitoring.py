@@ -56,7 +56,7 @@ def prometheus_settings(cfg: StackConfig, stack: str) -> PrometheusSettings:
         http_probes=(
             # Through nginx as a client sees it: TLS, the certificate (its expiry), the API behind it.
             HttpProbe("nginx", "https://nginx/health", "https_2xx"),
-            HttpProbe("api-via-nginx", f"https://nginx/api{cfg.api.health_path}", "https_2xx"),
+            HttpProbe("api-via-nginx", "https://nginx/api/health", "https_2xx"),  # as the post-deploy check (§7.3)
             HttpProbe("web", f"http://web:{cfg.web.port}/"),
             HttpProbe("minio", "http://minio:9000/minio/health/live"),
         ),
