@@ -5,7 +5,7 @@
 - postgres, redis, minio: one task each, pinned by a placement constraint to the node
   labelled `ai-meeting.data=true`; their named volumes are created there by that node's
   engine, so a task never starts elsewhere on an empty volume.
-- nginx: one task per edge node (`ai-meeting.edge=true`), 80/443 published in host mode.
+- nginx: one task on each edge node (`ai-meeting.edge=true`), 80/443 published in host mode.
 
 Endpoint mode is dnsrr everywhere: a service's name resolves to its tasks' addresses on the
 overlay network. The VIP mode and the ingress routing mesh need IPVS in the kernel, which
@@ -94,8 +94,9 @@ def swarm_service(
     limits: Limits,
     health: docker.ServiceTaskSpecContainerSpecHealthcheckArgs,
     parent: pulumi.Resource,
-    replicas: int | None = 1,  # None: global (one task per eligible node)
+    replicas: int = 1,
     constraints: list[str] | None = None,
+    max_per_node: int | None = None,
     env: pulumi.Input[dict[str, str]] | None = None,
     args: list[str] | None = None,
     commands: list[str] | None = None,
@@ -113,7 +114,7 @@ def swarm_service(
     single task on its volume) and anything with host ports must stop first."""
     name = f"{site.cfg.name_prefix}-{service}"
     order = "start-first" if stateless and not ports else "stop-first"
-    update = dict(parallelism=1, delay="2s", failure_action="rollback", monitor="15s", max_failure_ratio="0", order=order)
+    update = dict(parallelism=1, delay="2s", failure_action="rollback", monitor="15s", max_failure_ratio="0.0", order=order)
     return docker.Service(
         resource_name,
         name=name,
@@ -136,15 +137,11 @@ def swarm_service(
             ),
             resources=_limits(limits),
             restart_policy=docker.ServiceTaskSpecRestartPolicyArgs(condition="any", delay="2s", window="30s"),
-            placement=docker.ServiceTaskSpecPlacementArgs(constraints=constraints) if constraints else None,
+            placement=docker.ServiceTaskSpecPlacementArgs(constraints=constraints, max_replicas=max_per_node) if constraints else None,
             networks_advanceds=[docker.ServiceTaskSpecNetworksAdvancedArgs(name=site.network, aliases=[service])],
             log_driver=docker.ServiceTaskSpecLogDriverArgs(name="json-file", options={"max-size": "20m", "max-file": "5"}),
         ),
-        mode=(
-            docker.ServiceModeArgs(global_=True)
-            if replicas is None
-            else docker.ServiceModeArgs(replicated=docker.ServiceModeReplicatedArgs(replicas=replicas))
-        ),
+        mode=docker.ServiceModeArgs(replicated=docker.ServiceModeReplicatedArgs(replicas=replicas)),
         update_config=docker.ServiceUpdateConfigArgs(**update),
         rollback_config=docker.ServiceRollbackConfigArgs(**{**update, "failure_action": "pause"}),
         endpoint_spec=docker.ServiceEndpointSpecArgs(mode="dnsrr", ports=ports),
@@ -282,7 +279,7 @@ class SwarmServices(pulumi.ComponentResource):
             mounts=[_volume(f"{prefix}-postgres-data", "/var/lib/postgresql/data")],
             secrets=[_mount_secret(db_pw, "db_password", 0o444)],
             configs=[_mount_config(init_sql, "/docker-entrypoint-initdb.d/00-init.sql")],
-            health=_health(["CMD-SHELL", f"pg_isready -U {db.user} -d {db.name} -h 127.0.0.1"], start_period="60s"),
+            health=_health(["CMD-SHELL", f"pg_isready -U {db.user} -d {db.name} -h 127.0.0.1"], start_period="1m"),  # as the engine reads it back ("60s" would diff forever)
         )
         redis_file = _secret("redis-conf", site, secrets.redis_password.apply(redis_conf), self)
         self.redis = swarm_service(
@@ -365,7 +362,9 @@ class SwarmServices(pulumi.ComponentResource):
         key = _secret("tls-key", site, tls_material.private_key_pem, self)
         self.nginx = swarm_service(
             "nginx", site, service="nginx", image=cfg.images.nginx, limits=cfg.resources.nginx, parent=self,
-            replicas=None, constraints=[ON_EDGE_NODES], env={"TZ": cfg.timezone},
+            # One task on each edge node. Not `global` mode: the provider cannot wait for a
+            # global service to converge, and the `up` must fail when nginx does not start.
+            replicas=len(edge_nodes), constraints=[ON_EDGE_NODES], max_per_node=1, env={"TZ": cfg.timezone},
             configs=[_mount_config(nginx_conf, "/etc/nginx/nginx.conf")],
             secrets=[_mount_secret(cert, f"{CERT_DIR_IN_NGINX}/fullchain.pem", 0o444),
                      _mount_secret(key, f"{CERT_DIR_IN_NGINX}/privkey.pem", 0o400)],

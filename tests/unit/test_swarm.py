@@ -153,7 +153,7 @@ def test_services_follow_the_swarm_rules(swarm_deployed):
         assert svc[name]["updateConfig"]["order"] == "stop-first", name  # one task per volume
         assert svc[name]["taskSpec"]["containerSpec"]["mounts"][0]["type"] == "volume"
     nginx = svc["nginx"]
-    assert nginx["mode"]["global"] is True
+    assert nginx["mode"]["replicated"]["replicas"] == 1 and nginx["taskSpec"]["placement"]["maxReplicas"] == 1
     assert nginx["taskSpec"]["placement"]["constraints"] == ["node.labels.ai-meeting.edge==true"]
     assert {(p["publishedPort"], p["publishMode"]) for p in nginx["endpointSpec"]["ports"]} == {(80, "host"), (443, "host")}
 
