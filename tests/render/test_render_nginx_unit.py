@@ -73,6 +73,16 @@ def test_timeouts_api_and_ws():
     assert "proxy_next_upstream error timeout" in api
 
 
+def test_dependency_health_503_does_not_count_against_the_replicas():
+    """/health/deps answers 503 while a datastore is down: retried or counted (max_fails), it
+    marked every replica down and /api/health returned 502 (tests/reliability/test_datastore_partition.py)."""
+    conf = render_nginx_conf(dataclasses.replace(PROD, listen_api_loopback=3000))
+    for header in ("location = /api/health/deps", "location = /health/deps"):
+        deps = block(conf, header)
+        assert "proxy_pass http://api_backend/health/deps;" in deps or "proxy_pass http://api_backend;" in deps, deps
+        assert re.search(r"proxy_next_upstream error timeout;", deps) and "http_503" not in deps, deps
+
+
 def test_no_add_header_inside_https_locations():
     """add_header in a location would drop the server-level security headers there."""
     conf = render_nginx_conf(PROD)
