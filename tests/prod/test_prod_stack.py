@@ -25,13 +25,14 @@ import pytest
 import yaml
 
 from tests.e2e.engine import REPO, PulumiProject, Result, require_engine, unavailable
-from tests.prod import checks, stack_checks
+from tests.prod import checks, faults, stack_checks
 from tests.prod.conftest import NOTES, TIMINGS, Pebble, ProdServer
 from tests.prod.stack_checks import CA_ON_SERVER, INSTALL, PREFIX
 
 pytestmark = [pytest.mark.prod, pytest.mark.e2e, pytest.mark.timeout(2400)]
 
 STACK = "prod"
+F2B_WHITELIST = "/etc/fail2ban/jail.d/zz-test-deploy-host.local"
 DATA_CONTAINERS = [f"{PREFIX}-postgres", f"{PREFIX}-redis", f"{PREFIX}-minio"]
 ROLLOUT_FROM, ROLLOUT_TO = "ai-meeting-local/api:demo-1", "ai-meeting-local/api:demo-2"
 
@@ -82,12 +83,24 @@ class Deployment:
         self.work = work
         self.up_output = ""
         self.deployed = False
+        self.up_attempted = False
         self.timings = TIMINGS  # printed at the end of the run (conftest.py)
         self.data_baseline: dict[str, str] | None = None
 
     def require_deployed(self) -> None:
         if not self.deployed:
             pytest.fail("the first `pulumi up` did not finish, so this cannot be checked")
+
+    def ensure_deployed(self) -> None:
+        """For tests that also run without the first one (`pytest tests -m reliability`):
+        deploy now if nothing tried yet."""
+        if not self.up_attempted:
+            self.up_attempted = True
+            self.timed("bare server -> serving (for a `-m reliability` selection)", self.project.up)
+            self.deployed = True
+        self.require_deployed()
+        if self.data_baseline is None:
+            self.data_baseline = self.data_services()
 
     def docker(self, args: str, **kw):
         return self.server.sudo(f"docker {args}", **kw)
@@ -180,6 +193,11 @@ def deployment(tmp_path_factory, request) -> Deployment:
     # Test setup, not bootstrap: the server must trust pebble's HTTPS endpoint, as it would
     # trust Let's Encrypt's through its CA store.
     prod_server.put(CA_ON_SERVER, pebble.ca_bundle.read_text())
+    # Test setup too: pulumi reaches the server from this machine (the network's gateway), as
+    # an operator's deploy host would; whitelisted there as operators whitelist theirs, or the
+    # failing connections the tests provoke (a wrong key: 20 dial attempts) would get it
+    # banned by the fail2ban the bootstrap installs. Attacks come from another address.
+    prod_server.put(F2B_WHITELIST, f"[sshd]\nignoreip = 127.0.0.1/8 ::1 {prod_server.gateway}\n")
 
     work = tmp_path_factory.mktemp("prod-stack")
     p = PulumiProject(work / "project", STACK, env, stack_file="Pulumi.prod.yaml")
@@ -208,6 +226,7 @@ def test_up_takes_the_bare_server_to_serving(deployment: Deployment) -> None:
     assert server.ssh("command -v docker", check=False).code != 0, "server is not bare"
     d.timed("preview of the bare server", d.project.preview)
     started = time.monotonic()
+    d.up_attempted = True
     res = d.project.up()
     seconds = time.monotonic() - started
     d.up_output = res.stdout + res.stderr
@@ -471,7 +490,8 @@ def assert_nothing_half_applied(d: Deployment, after: str) -> None:
     d.serving()
 
 
-def failed_up(p: PulumiProject, what: str) -> str:
+def failed_up(p: PulumiProject, what: str) -> tuple[str, float]:
+    """The output of an `up` that must fail, and the seconds until it said so."""
     started = time.monotonic()
     res = p.run("up", "--yes", "--stack", STACK, "--skip-preview", check=False, timeout=900)
     seconds = time.monotonic() - started
@@ -479,7 +499,17 @@ def failed_up(p: PulumiProject, what: str) -> str:
     assert res.code != 0, f"up passed:\n{out[-3000:]}"
     errors = [line.strip() for line in out.splitlines() if re.search(r"error:|ERROR|FAILED", line)]
     NOTES.append(f"{what} (failed after {seconds:.0f}s):\n    " + "\n    ".join(e[:400] for e in errors[:4]))
-    return out
+    return out, seconds
+
+
+# A failed connection is retried (pulumi-command: 20 dial attempts, components/target.py), so a
+# clear error takes a while; bounded all the same.
+SSH_FAILURE_TARGET_S = 300
+
+
+def record_ssh_failure(record, what: str, seconds: float, clear: bool) -> None:
+    record(f"prod, SSH: {what} -> `up` fails with a clear message", f"{seconds:.0f} s",
+           f"<= {SSH_FAILURE_TARGET_S} s, names the cause and the step", clear and seconds <= SSH_FAILURE_TARGET_S)
 
 
 def test_a_failed_bootstrap_step_stops_up_and_the_fixed_up_finishes(deployment: Deployment) -> None:
@@ -487,7 +517,7 @@ def test_a_failed_bootstrap_step_stops_up_and_the_fixed_up_finishes(deployment: 
     d.require_deployed()
     p = d.project
     p.configure(bootstrap={"preflight_mode": "fail"})  # this 2-CPU server is below the minimum
-    out = failed_up(p, "a failing bootstrap step (preflight_mode: fail)")
+    out, _ = failed_up(p, "a failing bootstrap step (preflight_mode: fail)")
     assert "bootstrap-preflight" in out and re.search(r"\[bootstrap:preflight\] (ERROR|FAILED)", out), out[-3000:]
     assert "CPU" in out
     assert_nothing_half_applied(d, "a failed bootstrap step")
@@ -497,16 +527,20 @@ def test_a_failed_bootstrap_step_stops_up_and_the_fixed_up_finishes(deployment: 
     assert p.preview("--expect-no-changes", check=False).code == 0
 
 
-def test_a_bad_ssh_key_fails_clearly_and_the_next_up_finishes(deployment: Deployment, tmp_path: Path) -> None:
+@pytest.mark.reliability
+def test_a_bad_ssh_key_fails_clearly_and_the_next_up_finishes(deployment: Deployment, tmp_path: Path, record) -> None:
     d = deployment
-    d.require_deployed()
+    d.ensure_deployed()
     p, s = d.project, d.server
     stranger = tmp_path / "stranger"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(stranger)], check=True)
     p.set_secret("target.private_key", stranger.read_text())
     p.configure(bootstrap={"min_cpus": 2})  # a step must connect
     try:
-        out = failed_up(p, "a key the server does not know")
+        out, seconds = failed_up(p, "a key the server does not know")
+        clear = bool(re.search(r"unable to authenticate|permission denied|handshake failed", out, re.I)
+                     and re.search(r"bootstrap-\w+|docker", out))
+        record_ssh_failure(record, "wrong private key", seconds, clear)
         assert re.search(r"unable to authenticate|permission denied|handshake failed", out, re.I), out[-3000:]
         assert re.search(r"bootstrap-\w+|docker", out), f"the failure does not say where:\n{out[-3000:]}"
         assert s.private_key not in out and stranger.read_text() not in out, "a private key was printed"
@@ -519,16 +553,19 @@ def test_a_bad_ssh_key_fails_clearly_and_the_next_up_finishes(deployment: Deploy
     assert res.code == 0, res.stdout[-3000:]
 
 
-def test_an_unreachable_host_fails_clearly_and_the_next_up_finishes(deployment: Deployment) -> None:
+@pytest.mark.reliability
+def test_an_unreachable_host_fails_clearly_and_the_next_up_finishes(deployment: Deployment, record) -> None:
     d = deployment
-    d.require_deployed()
+    d.ensure_deployed()
     p, s = d.project, d.server
     target = {"kind": "ssh", "host": s.host, "port": 2299, "user": s.user}
     doc = yaml.safe_load((p.dir / f"Pulumi.{STACK}.yaml").read_text())
     key = doc["config"]["ai-meeting:target"]["private_key"]
     p.configure(target={**target, "private_key": key}, bootstrap={"min_cpus": 1})
     try:
-        out = failed_up(p, "an unreachable host (port 2299)")
+        out, seconds = failed_up(p, "an unreachable host (port 2299)")
+        record_ssh_failure(record, "unreachable host", seconds, bool(
+            re.search(r"connection refused|dial tcp|unable to connect", out, re.I) and re.search(r"bootstrap-\w+", out)))
         assert re.search(r"connection refused|dial tcp|unable to connect", out, re.I), out[-3000:]
         assert re.search(r"bootstrap-\w+", out), f"the failure does not say where:\n{out[-3000:]}"
     finally:
@@ -537,6 +574,343 @@ def test_an_unreachable_host_fails_clearly_and_the_next_up_finishes(deployment: 
     p.up()
     d.assert_data_services_untouched("the up after an unreachable host")
     assert p.preview("--expect-no-changes", check=False).code == 0
+
+
+def current_target(p: PulumiProject) -> dict[str, Any]:
+    """target as the stack file has it (the private key stays an encrypted `secure:` value)."""
+    return dict(yaml.safe_load((p.dir / f"Pulumi.{STACK}.yaml").read_text())["config"]["ai-meeting:target"])
+
+
+@pytest.mark.reliability
+def test_a_host_key_that_does_not_match_the_pinned_one_fails_clearly(deployment: Deployment, tmp_path: Path, record) -> None:
+    """target.host_key pinned to another server's key: no remote step runs, Docker's ssh
+    refuses too; pinning the server's real key converges (every remote step re-runs once: the
+    connection is one of their inputs)."""
+    d = deployment
+    d.ensure_deployed()
+    p, s = d.project, d.server
+    other = tmp_path / "other_host_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
+    wrong = " ".join(other.with_suffix(".pub").read_text().split()[:2])
+    right = " ".join(s.sudo("cat /etc/ssh/ssh_host_ed25519_key.pub").stdout.split()[:2])
+    target = current_target(p)
+    ignored = f"grep -c 'Ignore {s.gateway} ' /var/log/fail2ban.log || true"
+    ignored_before = int(s.sudo(ignored).stdout.strip() or 0)
+    p.configure(target={**target, "host_key": wrong}, bootstrap={"min_cpus": 1})
+    try:
+        out, seconds = failed_up(p, "a host key that does not match the pinned one")
+        clear = bool(re.search(r"host key mismatch|host key verification failed", out, re.I)
+                     and re.search(r"bootstrap-\w+", out))
+        record_ssh_failure(record, "host key does not match the pinned one", seconds, clear)
+        assert re.search(r"host key mismatch|host key verification failed", out, re.I), out[-3000:]
+        assert re.search(r"bootstrap-\w+", out), f"the failure does not say where:\n{out[-3000:]}"
+    finally:
+        p.configure(target={**target, "host_key": right}, bootstrap={"min_cpus": 1})
+    assert_nothing_half_applied(d, "an up against a host with the wrong host key")
+    d.timed("up after pinning the right host key (every remote step re-runs)", p.up)
+    d.assert_data_services_untouched("the up after pinning the host key")
+    res = p.preview("--expect-no-changes", check=False)
+    assert res.code == 0, res.stdout[-3000:]
+    NOTES.append(f"fail2ban ignored {int(s.sudo(ignored).stdout.strip() or 0) - ignored_before} failed logins from "
+                 f"this machine during the host-key test ({F2B_WHITELIST} whitelists it; maxretry is 5)")
+
+
+@pytest.mark.reliability
+def test_a_user_without_sudo_fails_clearly_and_the_next_up_finishes(deployment: Deployment, record) -> None:
+    d = deployment
+    d.ensure_deployed()
+    p, s = d.project, d.server
+    user = "nosudo"
+    # Same key as deploy (so the login works), no sudo, not in the docker group.
+    s.sudo(f"id {user} >/dev/null 2>&1 || useradd -m -s /bin/bash {user}; "
+           f"install -d -m 700 -o {user} -g {user} /home/{user}/.ssh; "
+           f"install -m 600 -o {user} -g {user} ~{s.user}/.ssh/authorized_keys /home/{user}/.ssh/authorized_keys")
+    assert s.ssh("id -un", check=False).code == 0
+    target = current_target(p)
+    p.configure(target={**target, "user": user}, bootstrap={"min_cpus": 1})
+    try:
+        out, seconds = failed_up(p, "a user without sudo")
+        clear = bool(re.search(r"sudo: a password is required|not in the sudoers|may not run sudo", out, re.I)
+                     and re.search(r"bootstrap-\w+", out))
+        record_ssh_failure(record, "user without sudo", seconds, clear)
+        assert clear, out[-3000:]
+    finally:
+        p.configure(target=target, bootstrap={"min_cpus": 1})
+    try:
+        assert_nothing_half_applied(d, "an up as a user without sudo")
+        d.timed("up after a user without sudo", p.up)
+        d.assert_data_services_untouched("the up after a user without sudo")
+        res = p.preview("--expect-no-changes", check=False)
+        assert res.code == 0, res.stdout[-3000:]
+    finally:
+        s.sudo(f"userdel -r {user} 2>/dev/null || true")
+
+
+# --- 8b. faults, recovery and hardening on the server (issue #11; tests/prod/faults.py) --------
+# Each leaves the stack converged and serving for the tests after it.
+
+EXPOSED = [22, 80, 443]
+
+
+@pytest.mark.reliability
+def test_from_another_network_namespace_only_ssh_http_https_answer(deployment: Deployment, record) -> None:
+    """Every TCP port of the server, from this machine (another network namespace, on the
+    server's network): only sshd and nginx answer; postgres, redis, minio, the API and the
+    monitoring ports do not (they publish on the server's 127.0.0.1 only, ufw drops the rest)."""
+    d = deployment
+    d.ensure_deployed()
+    s = d.server
+    started = time.monotonic()
+    answering = faults.open_tcp_ports(s.ip)
+    seconds = time.monotonic() - started
+    record("prod: TCP ports of the server answering from another network namespace (ports 1-10000 probed)",
+           f"{answering} ({seconds:.0f} s scan)", f"exactly {EXPOSED}", answering == EXPOSED)
+    assert answering == EXPOSED, answering
+    # The data and app ports are really listening on the server (so the scan proves the
+    # firewall/binding, not a stopped service).
+    listening = s.sudo("ss -Htln").stdout
+    for port in (5432, 6379, 9000, 3000):
+        assert re.search(rf"127\.0\.0\.1:{port}\b", listening), (port, listening)
+
+
+@pytest.mark.reliability
+def test_hardening_root_and_password_logins_refused_fail2ban_bans(deployment: Deployment, record) -> None:
+    d = deployment
+    d.ensure_deployed()
+    s = d.server
+    cfg = s.sudo("sshd -T").stdout
+    for setting in ("permitrootlogin no", "passwordauthentication no", "kbdinteractiveauthentication no"):
+        assert setting in cfg, setting
+    base = [*s.ssh_command()[:-1]]
+    root = subprocess.run([*base, f"root@{s.host}", "true"], capture_output=True, text=True, timeout=30)
+    password = subprocess.run(
+        ["ssh", "-p", str(s.port), "-o", "BatchMode=yes", "-o", "PubkeyAuthentication=no",
+         "-o", "PreferredAuthentications=password,keyboard-interactive", "-o", "StrictHostKeyChecking=no",
+         "-o", f"UserKnownHostsFile={s.known_hosts}", f"{s.user}@{s.host}", "true"],
+        capture_output=True, text=True, timeout=30)
+    # The server offers no password method at all.
+    refused = root.returncode == 255 and "Permission denied" in root.stderr \
+        and password.returncode == 255 and "Permission denied (publickey)" in password.stderr
+    record("prod hardening: root login and password login over SSH refused", "refused" if refused else
+           f"root: {root.stderr.strip()[-200:]}; password: {password.stderr.strip()[-200:]}", "refused", refused)
+    assert refused, (root.stderr, password.stderr)
+    upgrades = s.sudo("apt-config dump APT::Periodic::Unattended-Upgrade; systemctl is-enabled apt-daily-upgrade.timer",
+                      check=False).stdout
+    enabled = 'APT::Periodic::Unattended-Upgrade "1";' in upgrades and "enabled" in upgrades
+    record("prod hardening: unattended-upgrades enabled", upgrades.replace("\n", " ").strip(), "enabled", enabled)
+    assert enabled, upgrades
+
+    # fail2ban, attacked from an address of its own (not this machine, which pulumi uses).
+    maxretry = s.sudo("fail2ban-client get sshd maxretry").stdout.strip()
+    attacker_ip = s.ip.rsplit(".", 1)[0] + ".77"
+    name = f"{s.name}-attacker"
+    network = s.env.get("PROD_TEST_NETWORK", "ai-meeting-prod-test")
+    image = s.env.get("PROD_TEST_IMAGE", "ai-meeting-test/prod-server:bookworm-r1")
+    subprocess.run(["docker", "rm", "-f", name], capture_output=True)
+    subprocess.run(["docker", "run", "-d", "--rm", "--name", name, "--network", network, "--ip", attacker_ip,
+                    "--entrypoint", "sleep", image, "600"], check=True, capture_output=True, text=True)
+    try:
+        attempts, banned_after, ban_seconds = 0, None, None
+        for attempts in range(1, 16):
+            subprocess.run(["docker", "exec", name, "ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
+                            "-o", "ConnectTimeout=5", "-o", "UserKnownHostsFile=/dev/null",
+                            f"attacker@{s.ip}", "true"], capture_output=True, text=True, timeout=30)
+            last_failure = time.monotonic()
+            try:
+                faults.wait_until("ban", lambda: attacker_ip in faults.banned(s), timeout=3, interval=0.5)
+                banned_after, ban_seconds = attempts, time.monotonic() - last_failure
+                break
+            except AssertionError:
+                continue
+        record("prod hardening: fail2ban bans an address after repeated failed SSH logins",
+               f"banned after {banned_after} failed logins, {ban_seconds:.1f} s after the last" if banned_after
+               else f"not banned after {attempts} failed logins",
+               f"banned after maxretry ({maxretry}) failures", banned_after is not None and banned_after <= int(maxretry))
+        assert banned_after is not None, s.sudo("fail2ban-client status sshd; journalctl -u fail2ban -n 30 --no-pager").stdout
+        # Banned means dropped on the port sshd listens on, while this machine still gets in.
+        blocked = subprocess.run(["docker", "exec", name, "ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=5",
+                                  "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+                                  f"attacker@{s.ip}", "true"], capture_output=True, text=True, timeout=30)
+        assert re.search(r"timed out|refused|unreachable", blocked.stderr, re.I), blocked.stderr
+        assert s.ssh("true", check=False).code == 0
+    finally:
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True)
+        s.sudo(f"fail2ban-client set sshd unbanip {attacker_ip} >/dev/null 2>&1 || true")
+
+
+@pytest.mark.reliability
+def test_backup_wipe_restore_by_checksum_and_a_corrupted_backup_is_refused(deployment: Deployment, record) -> None:
+    """Every row, key and object back (compared by checksum); a backup whose manifest does not
+    match is refused before anything is touched; the API replicas are stopped for the restore
+    and started again."""
+    d = deployment
+    d.ensure_deployed()
+    s = d.server
+    minio = d.project.outputs(show_secrets=True)["minio"]
+    root_pem = d.pebble.issuer_root_pem()
+    faults.seed_data(s, minio, rows=2000, keys=500, objects=20)
+    before = faults.fingerprint(s, minio)
+    assert int(before["redis"].split()[0]) >= 502 and len(before["minio"]) >= 20, before["redis"]
+    assert before["postgres"]["public.restore_probe"].startswith("2000 "), before["postgres"]
+    s.sudo(f"{INSTALL}/bin/backup.sh", timeout=600)
+    stamp = faults.latest_backup(s)
+    backups = f"{INSTALL}/backups"
+
+    # A corrupted copy: one byte of the Redis snapshot changed, the manifest left as it was.
+    bad = f"{backups}/corrupt-{stamp}"
+    s.sudo(f"rm -rf {bad} && cp -a {backups}/{stamp} {bad} && printf X | dd of={bad}/redis-dump.rdb bs=1 seek=100 "
+           "conv=notrunc status=none")
+    apps = faults.api_replicas(s)
+    data = faults.started_at(s, DATA_CONTAINERS)
+    keeps = s.sudo(f"ls {backups} | grep -c pre-restore || true").stdout.strip()
+    refused = s.sudo(f"{INSTALL}/bin/restore.sh {bad} --yes", check=False, timeout=300)
+    said = refused.stdout + refused.stderr
+    untouched = (faults.api_replicas(s) == apps and faults.started_at(s, DATA_CONTAINERS) == data
+                 and s.sudo(f"ls {backups} | grep -c pre-restore || true").stdout.strip() == keeps
+                 and faults.fingerprint(s, minio) == before)
+    record("prod restore: a backup whose files do not match its manifest is refused, nothing touched",
+           f"exit {refused.code}: {said.strip().splitlines()[-1][:120] if said.strip() else ''}",
+           "refused with a clear message, data and containers untouched", refused.code != 0 and untouched)
+    assert refused.code != 0 and re.search(r"checksum mismatch", said), said
+    assert "redis-dump.rdb" in said, said
+    assert untouched, "the refused restore touched data or containers"
+    s.sudo(f"rm -rf {bad}")
+
+    faults.wipe_data(s, minio)
+    wiped = faults.fingerprint(s, minio)
+    assert wiped["redis"].split()[0] == "0" and not wiped["minio"] and "public.restore_probe" not in wiped["postgres"]
+    started = time.monotonic()
+    res = s.sudo(f"{INSTALL}/bin/restore.sh {stamp} --yes", timeout=900)
+    seconds = time.monotonic() - started
+    after = faults.fingerprint(s, minio)
+    missing = {k: (before[k], after[k]) for k in before if before[k] != after[k]}
+    counts = (f"{len(before['postgres'])} tables ({before['postgres']['public.restore_probe'].split()[0]} probe rows), "
+              f"{before['redis'].split()[0]} keys, {len(before['minio'])} objects")
+    record("prod restore: backup -> wipe -> restore brings back every row, key and object (checksums)",
+           f"{'all' if not missing else 'NOT all'} of {counts} back, restore {seconds:.0f} s",
+           "100% by checksum", not missing)
+    assert not missing, f"restored data differs: {missing}"
+
+    # The replicas were stopped and started by the restore (found by their labels).
+    log = res.stdout + res.stderr
+    now = faults.api_replicas(s)
+    cycled = (len(apps) == 3 and sorted(now) == sorted(apps) and all(now[n] != apps[n] for n in apps)
+              and re.search(r"\[restore\] stopped ", log) and re.search(r"\[restore\] started ", log))
+    record("prod restore: the API replicas are stopped before the data is replaced and started after",
+           f"{len(apps)} replicas {'stopped and restarted' if cycled else 'NOT cycled'}", "all replicas", bool(cycled))
+    assert cycled, (apps, now, log[-2000:])
+    for name in apps:
+        assert name in log, f"{name} not named in the restore log:\n{log[-2000:]}"
+    stack_checks.every_container_healthy(s)
+    faults.wait_until("API reaches the restored stores", lambda: faults.deps(s, root_pem)[0] == 200, timeout=60)
+    d.data_baseline = d.data_services()  # redis and minio were restarted by the restore
+
+
+@pytest.mark.reliability
+def test_a_full_data_filesystem_is_reported_corrupts_nothing_and_service_returns(deployment: Deployment, record) -> None:
+    """The data directory on a small filesystem of its own, filled to the last block: the API's
+    dependency check reports Redis refusing writes, PostgreSQL refuses the write that does not
+    fit, nothing already stored is lost or damaged, and service returns once space is freed,
+    without any `up`."""
+    d = deployment
+    d.ensure_deployed()
+    s = d.server
+    root_pem = d.pebble.issuer_root_pem()
+    _psql = stack_checks._psql
+    _psql(s, "CREATE TABLE IF NOT EXISTS diskfull_probe (id int PRIMARY KEY, v text)")
+    _psql(s, "INSERT INTO diskfull_probe SELECT g, md5(g::text) FROM generate_series(1, 1000) g ON CONFLICT DO NOTHING")
+    stack_checks._redis(s, "SET", "diskfull:key", "kept")
+    probe_sql = "SELECT count(*) || ' ' || md5(string_agg(v, ',' ORDER BY id)) FROM diskfull_probe"
+    probe = _psql(s, probe_sql)
+    try:
+        size = faults.data_on_small_fs(s, headroom_mb=48)
+        faults.wait_until("data services healthy on the small filesystem", lambda: faults.all_healthy(s), timeout=180)
+        faults.wait_until("API deps", lambda: faults.deps(s, root_pem)[0] == 200, timeout=60)
+        df = faults.fill(s)
+        filled = time.monotonic()
+        # A write that needs space: PostgreSQL refuses it (and rolls it back).
+        big = _psql(s, "INSERT INTO diskfull_probe SELECT g, repeat(md5(g::text), 40) FROM generate_series(100001, 200000) g",
+                    check=False)
+        pg_refused = big.code != 0 and re.search(r"No space left on device|could not extend", big.stderr)
+        # Redis accepts the first write in memory, then its AOF write fails and it refuses more.
+        s.sudo(f"head -c 200000 /dev/zero | tr '\\0' x | docker exec -i {PREFIX}-redis redis-cli --no-auth-warning -x SET diskfull:big",
+               check=False)
+        faults.wait_until("the API reports the failure", lambda: faults.deps(s, root_pem)[0] == 503, timeout=60)
+        status, body = faults.deps(s, root_pem)
+        record("prod disk full (data filesystem, 0 bytes free): the failure is reported",
+               f"PostgreSQL write {'refused' if pg_refused else 'NOT refused'}; /api/health/deps {status} "
+               f"{time.monotonic() - filled:.0f} s after: {body[:160]}",
+               "write refused, health/deps 503 naming the store", bool(pg_refused) and status == 503)
+        assert pg_refused, (big.stdout, big.stderr)
+        assert status == 503 and "redis" in body and re.search(r"MISCONF|disk|write", body, re.I), body
+        assert d.serving() is None  # nginx and the API's own health still answer
+
+        s.sudo(f"rm -f {faults.DATA}/.filler {faults.DATA}/.filler-tail")
+        back = faults.wait_until("service back after space is freed",
+                                 lambda: faults.deps(s, root_pem)[0] == 200, timeout=120)
+        record("prod disk full: service returns after space is freed, without an `up`", f"{back:.0f} s",
+               "<= 60 s", back <= 60)
+        # Nothing stored was lost or damaged; writes work again; Redis' AOF loads on a restart.
+        assert _psql(s, probe_sql) == probe
+        assert _psql(s, "SELECT count(*) FROM diskfull_probe WHERE id > 100000") == "0"
+        _psql(s, "INSERT INTO diskfull_probe VALUES (100001, 'after')")
+        assert stack_checks._redis(s, "SET", "diskfull:after", "ok") == "OK"
+        docker_ = d.docker
+        docker_(f"restart -t 30 {PREFIX}-redis", timeout=120)
+        faults.wait_until("redis healthy after restart", lambda: faults.all_healthy(s), timeout=120)
+        aof = docker_(f"logs --since 2m {PREFIX}-redis", check=False)
+        assert stack_checks._redis(s, "GET", "diskfull:key") == "kept"
+        assert stack_checks._redis(s, "GET", "diskfull:after") == "ok"
+        loaded = re.search(r"DB loaded from (append only file|disk)", aof.stdout + aof.stderr)
+        assert loaded, (aof.stdout + aof.stderr)[-2000:]
+        record("prod disk full: nothing corrupted (PostgreSQL probe rows by checksum, Redis AOF loads)",
+               f"{probe.split()[0]} rows identical, AOF loaded ({size} MB filesystem)", "identical, loads", True)
+    finally:
+        faults.data_back_on_disk(s)
+    faults.wait_until("stack healthy back on disk", lambda: faults.all_healthy(s), timeout=180)
+    faults.wait_until("API deps back on disk", lambda: faults.deps(s, root_pem)[0] == 200, timeout=60)
+    assert _psql(s, "SELECT count(*) FROM diskfull_probe WHERE id = 100001") == "1"
+    res = d.project.preview("--expect-no-changes", check=False)
+    assert res.code == 0, res.stdout[-3000:]
+    d.data_baseline = d.data_services()
+
+
+@pytest.mark.reliability
+def test_docker_restart_and_server_reboot_come_back_without_an_up(deployment: Deployment, record) -> None:
+    """The server's dockerd restarted, then the whole server rebooted (its container restarted:
+    systemd boots again): every container healthy again by itself, then nothing to change."""
+    d = deployment
+    d.ensure_deployed()
+    s = d.server
+    root_pem = d.pebble.issuer_root_pem()
+    containers = list(faults.container_states(s))
+    before = faults.started_at(s, containers)
+    started = time.monotonic()
+    s.sudo("systemctl restart docker", timeout=300)
+    faults.wait_until("healthy after a dockerd restart", lambda: faults.all_healthy(s), timeout=300)
+    seconds = time.monotonic() - started
+    after = faults.started_at(s, containers)
+    assert all(after[c] != before[c] for c in containers), f"not every container was restarted: {before} {after}"
+    record("prod: dockerd restart on the server -> every container restarted and healthy, no `up`",
+           f"{seconds:.0f} s (from the restart command)", "<= 60 s", seconds <= 60)
+    faults.wait_until("serving after a dockerd restart", lambda: d.serving() is None, timeout=60)
+
+    started = time.monotonic()
+    subprocess.run(["docker", "restart", "-t", "60", s.name], check=True, capture_output=True, timeout=300)
+    booted = time.monotonic()
+    faults.wait_until("sshd after the reboot", lambda: faults.ssh_answers(s), timeout=300)
+    faults.wait_until("healthy after the reboot", lambda: faults.all_healthy(s), timeout=300)
+    healthy = time.monotonic()
+    faults.wait_until("serving after the reboot", lambda: d.serving() is None, timeout=60)
+    faults.wait_until("API deps after the reboot", lambda: faults.deps(s, root_pem)[0] == 200, timeout=60)
+    record("prod: server reboot -> every container healthy, no `up` (from boot)",
+           f"{healthy - booted:.0f} s (shutdown + boot + healthy: {healthy - started:.0f} s)", "<= 60 s",
+           healthy - booted <= 60)
+    res = d.project.preview("--expect-no-changes", check=False)
+    record("prod: `pulumi preview --expect-no-changes` after the reboot", f"exit {res.code}", "exit 0", res.code == 0)
+    assert res.code == 0, res.stdout[-3000:]
+    assert healthy - booted <= 120, f"{healthy - booted:.0f}s from boot to healthy"
+    d.data_baseline = d.data_services()
 
 
 # --- 9. teardown (scripts/destroy) and the rebuild by the plan path ---------------------------
