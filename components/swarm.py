@@ -146,7 +146,7 @@ class SwarmCluster(pulumi.ComponentResource):
             label_steps.append(labelled)
             ready: list[pulumi.Resource] = [joined, labelled]
             if cfg.images.upload:
-                ready.append(self._upload(key, node, cfg, stack, boot.steps[-1:]))
+                ready += [self._upload(key, node, service, cfg, stack, boot.steps[-1:]) for service in images_for(node)]
             self.nodes.append(SwarmNodeState(node, conn, boot, node_id, ready))
         assert manager_conn is not None
         self.manager_connection = manager_conn
@@ -164,20 +164,20 @@ class SwarmCluster(pulumi.ComponentResource):
         self.register_outputs({"nodes": [node_key(n.node) for n in self.nodes]})
 
     def _upload(
-        self, key: str, node: SwarmNode, cfg: StackConfig, stack: str, after: list[pulumi.Resource]
+        self, key: str, node: SwarmNode, service: str, cfg: StackConfig, stack: str, after: list[pulumi.Resource]
     ) -> command.local.Command:
-        """`docker save | ssh docker load` of the images this node runs, in one stream (shared
-        layers go once); re-runs when a local image changes."""
+        """`docker save | ssh docker load` of one image onto one node; re-runs only when that
+        local image changes (a release re-sends the API image alone)."""
         target = cfg.target
         assert isinstance(target, SwarmTarget)
-        refs = [getattr(cfg.images, s) for s in images_for(node)]
+        ref = getattr(cfg.images, service)
         ssh = shlex.join(
             ["ssh", *ssh_options(node.ssh_target(target.private_key), stack), "-p", str(node.port), f"{node.user}@{node.host}"]
         )
         return command.local.Command(
-            f"node-{key}-images",
-            create=f"set -euo pipefail\ndocker save {shlex.join(refs)} | {ssh} sudo -n docker load",
+            f"node-{key}-image-{service}",
+            create=f"set -euo pipefail\ndocker save {shlex.quote(ref)} | {ssh} sudo -n docker load",
             interpreter=["/bin/bash", "-c"],
-            triggers=[*[local_image_id(r) for r in refs], *refs],
+            triggers=[local_image_id(ref), ref],
             opts=pulumi.ResourceOptions(parent=self, depends_on=after),
         )

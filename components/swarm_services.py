@@ -337,7 +337,8 @@ class SwarmServices(pulumi.ComponentResource):
         self.api = swarm_service(
             "api", site, service="api", image=cfg.images.api, limits=cfg.resources.api, parent=self,
             replicas=cfg.api.replicas, env=api_env,
-            health=_health(_http_check(api_health), start_period="40s"),
+            # A release that never answers fails after 20 s + 15 x 2 s, then Swarm rolls it back.
+            health=_health(_http_check(api_health), start_period="20s"),
             converge_timeout=cfg.api.start_timeout + 60,
             depends_on=api_deps,
         )

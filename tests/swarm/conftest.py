@@ -1,0 +1,157 @@
+"""Three bare Debian 12 servers on one Docker network, each with its own dockerd once the
+program's bootstrap has installed it: the Docker Swarm the swarm tier deploys onto.
+
+`scripts/prod-test-server start-server` starts each one (the same harness as tests/prod, with
+this tier's own names, addresses and ports, and no pebble: the swarm stack is self-signed).
+They are started fresh once per session and removed, with their volumes and network, at the
+end. A missing prerequisite skips, except under CI=true, where it fails.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from tests.prerequisites import unavailable
+
+REPO = Path(__file__).resolve().parents[2]
+SCRIPT = REPO / "scripts" / "prod-test-server"
+HARNESS_CACHE = os.environ.get("AI_MEETING_CACHE", str(Path.home() / ".cache" / "ai-meeting"))
+NETWORK = "aim-swarm-net"
+NET_PREFIX = "172.30.240"
+EDGE_HTTP_PORT, EDGE_HTTPS_PORT = 8091, 8491
+RUN_DIR = Path(HARNESS_CACHE) / "prod-server" / "run-aim-swarm"
+
+TIMINGS: dict[str, float] = {}
+FIGURES: list[str] = []
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if TIMINGS or FIGURES:
+        terminalreporter.section("swarm tier figures")
+        for what, seconds in TIMINGS.items():
+            terminalreporter.write_line(f"{seconds:7.0f}s  {what}")
+        for line in FIGURES:
+            terminalreporter.write_line(line)
+
+
+@dataclass
+class Node:
+    index: int  # 1..3
+    name: str  # the outer container, e.g. aim-swarm-1
+    ip: str  # its address on aim-swarm-net (what the other nodes reach)
+    ssh_port: int
+    key_path: Path
+    user: str = "deploy"
+    env: dict[str, str] = field(default_factory=dict, repr=False)
+
+    def harness_env(self) -> dict[str, str]:
+        edge = self.index == 1
+        return {
+            **os.environ,
+            "AI_MEETING_CACHE": HARNESS_CACHE,
+            "PROD_TEST_SERVER_NAME": self.name,
+            "PROD_TEST_HOSTNAME": self.name,
+            "PROD_TEST_NETWORK": NETWORK,
+            "PROD_TEST_NET_PREFIX": NET_PREFIX,
+            "PROD_TEST_SERVER_IP": self.ip,
+            "PROD_TEST_SSH_PORT": str(self.ssh_port),
+            "PROD_TEST_HTTP_PORT": str(EDGE_HTTP_PORT) if edge else "none",
+            "PROD_TEST_HTTPS_PORT": str(EDGE_HTTPS_PORT) if edge else "none",
+            "PROD_TEST_RUN_DIR": str(RUN_DIR),
+        }
+
+    def harness(self, *args: str, timeout: int = 900) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run([str(SCRIPT), *args], capture_output=True, text=True, timeout=timeout, env=self.harness_env())
+        if proc.returncode != 0:
+            pytest.fail(f"scripts/prod-test-server {' '.join(args)} ({self.name}) exited {proc.returncode}\n"
+                        f"--- stdout\n{proc.stdout[-3000:]}\n--- stderr\n{proc.stderr[-3000:]}")
+        return proc
+
+    def sh(self, command: str, *, check: bool = True, timeout: int = 120) -> subprocess.CompletedProcess[str]:
+        """A root shell on the node (docker exec into the outer container: works while its
+        sshd or firewall is being changed by the program)."""
+        proc = subprocess.run(["docker", "exec", self.name, "sh", "-c", command], capture_output=True, text=True, timeout=timeout)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"on {self.name}: `{command}` exited {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+        return proc
+
+    def config(self, role: str, labels: dict[str, str]) -> dict[str, object]:
+        return {"host": "127.0.0.1", "port": self.ssh_port, "user": self.user, "role": role,
+                "advertise_addr": self.ip, "labels": labels}
+
+
+@dataclass
+class Swarm:
+    nodes: list[Node]
+
+    @property
+    def private_key(self) -> str:
+        return self.nodes[0].key_path.read_text()
+
+    @property
+    def manager(self) -> Node:
+        return self.nodes[0]
+
+    def docker(self, args: str, *, check: bool = True, timeout: int = 120) -> subprocess.CompletedProcess[str]:
+        """The swarm's docker CLI, on the manager."""
+        return self.manager.sh(f"docker {args}", check=check, timeout=timeout)
+
+
+def _check_prerequisites() -> None:
+    if shutil.which("docker") is None or subprocess.run(["docker", "info"], capture_output=True).returncode != 0:
+        unavailable("no Docker engine answers (run scripts/start-dockerd)")
+    if os.geteuid() != 0:
+        unavailable("the swarm test servers need root (debootstrap, privileged containers)")
+    if shutil.which("debootstrap") is None and not list((Path(HARNESS_CACHE) / "prod-server").glob("debian-*.tar.gz")):
+        unavailable("debootstrap is not installed and no cached server rootfs exists")
+    probe = subprocess.run(["ip", "link", "add", "aimswarmvx0", "type", "vxlan", "id", "4242", "dstport", "4789"],
+                           capture_output=True, text=True)
+    if probe.returncode != 0:
+        unavailable(f"this kernel cannot create a vxlan device (overlay networks need it): {probe.stderr.strip()}")
+    subprocess.run(["ip", "link", "del", "aimswarmvx0"], capture_output=True)
+
+
+def make_nodes() -> list[Node]:
+    key = Path(HARNESS_CACHE) / "prod-server" / "keys" / "id_ed25519"
+    return [Node(i, f"aim-swarm-{i}", f"{NET_PREFIX}.{10 + i}", 2240 + i, key) for i in (1, 2, 3)]
+
+
+def remove_all(nodes: list[Node]) -> None:
+    for node in nodes:
+        subprocess.run([str(SCRIPT), "stop"], capture_output=True, text=True, timeout=300, env=node.harness_env())
+    subprocess.run(["docker", "network", "rm", NETWORK], capture_output=True)
+
+
+@pytest.fixture(scope="session")
+def swarm_servers() -> Swarm:
+    """Three fresh bare servers (earlier ones removed first); removed again at the end."""
+    _check_prerequisites()
+    nodes = make_nodes()
+    # AI_MEETING_REUSE_SWARM=1 (by hand, with AI_MEETING_KEEP_SWARM=1 before): keep running
+    # servers and remove only the stack's services, for a quicker edit-and-run loop.
+    reuse = os.environ.get("AI_MEETING_REUSE_SWARM") == "1"
+    if not reuse:
+        remove_all(nodes)
+    try:
+        for node in nodes:
+            node.harness("start-server", timeout=1800)
+        if reuse:
+            nodes[0].sh("docker service ls -q | xargs -r docker service rm; sleep 5; "
+                        "docker secret ls -q | xargs -r docker secret rm; docker config ls -q | xargs -r docker config rm; "
+                        "docker network rm aim-swarm-network; sleep 5; "
+                        "docker volume ls -q -f name=aim-swarm- | xargs -r docker volume rm", check=False)
+        yield Swarm(nodes)
+    finally:
+        if os.environ.get("AI_MEETING_KEEP_SWARM") != "1":
+            remove_all(nodes)
+
+
+def quote(s: str) -> str:
+    return shlex.quote(s)

@@ -1,0 +1,266 @@
+"""target.kind swarm through the real engine: three bare servers, one `pulumi up` -> a site
+served by a three-node Docker Swarm; then the changes a swarm is for, each under load, each
+followed by `pulumi preview --expect-no-changes`:
+
+- API replicas land on at least two nodes; the data services on the data node only;
+- a rolling API update (start-first) drops no request;
+- a release that never becomes healthy is rolled back by Swarm itself, the `up` fails;
+- a worker node dies: its API tasks are rescheduled, the site keeps serving (failed requests
+  counted and reported);
+- the data written at the start is still there at the end.
+
+One deployed stack is shared by the module (tests run in file order). Figures go to the
+terminal summary (and to the reliability report through `record`).
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import ssl
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.e2e.engine import PulumiProject, require_engine, require_local_images
+from tests.e2e.load import LoadLoop
+from tests.swarm.conftest import EDGE_HTTPS_PORT, FIGURES, TIMINGS, Swarm
+
+pytestmark = [pytest.mark.swarm, pytest.mark.docker, pytest.mark.toolchain, pytest.mark.e2e]
+
+REPO = Path(__file__).resolve().parents[2]
+STACK = "swarm"
+ROLLOUT_FROM = "ai-meeting-local/api:demo-1"
+ROLLOUT_TO = "ai-meeting-local/api:demo-2"
+NEVER_HEALTHY = "ai-meeting-local/api:never-healthy"
+DATA = "ai-meeting.data"
+EDGE = "ai-meeting.edge"
+PREFIX = "aim-swarm"
+# redis-cli in the redis task, with the password from the config file the task has as a secret.
+REDIS_CLI = (
+    "REDISCLI_AUTH=$(sed -n 's/^requirepass \"\\(.*\\)\"$/\\1/p' /run/secrets/redis.conf) redis-cli"
+)
+
+
+def local_images() -> dict[str, str]:
+    dev = yaml.safe_load((REPO / "Pulumi.dev.yaml").read_text())["config"]["ai-meeting:images"]
+    return {k: dev[k] for k in ("postgres", "redis", "minio", "nginx", "api", "web")}
+
+
+def get(path: str, timeout: float = 10) -> tuple[int, str]:
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    req = urllib.request.Request(f"https://127.0.0.1:{EDGE_HTTPS_PORT}{path}", headers={"Host": "localhost"})
+    try:
+        with urllib.request.urlopen(req, context=ctx, timeout=timeout) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode(errors="replace")
+
+
+def wait_for(what: str, check, timeout: float = 180, every: float = 2):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+            if last:
+                return last
+        except Exception as exc:  # noqa: BLE001 - keep trying until the deadline
+            last = exc
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last: {last!r}")
+
+
+class Deployment:
+    def __init__(self, project: PulumiProject, swarm: Swarm, images: dict[str, str]):
+        self.project, self.swarm, self.images = project, swarm, images
+
+    def configure_images(self, **refs: str) -> None:
+        self.project.configure(images={"pull": False, "upload": True, **self.images, **refs})
+
+    def up(self, what: str, check: bool = True):
+        started = time.monotonic()
+        res = self.project.run("up", "--yes", "--stack", STACK, "--skip-preview", check=check, timeout=1500)
+        TIMINGS[what] = time.monotonic() - started
+        return res
+
+    def expect_no_changes(self) -> None:
+        res = self.project.preview("--expect-no-changes", check=False)
+        assert res.code == 0, f"preview shows changes:\n{res.stdout[-4000:]}\n{res.stderr[-2000:]}"
+
+    def tasks(self, service: str) -> list[dict]:
+        out = self.swarm.docker(
+            f"service ps {PREFIX}-{service} --filter desired-state=running --format '{{{{json .}}}}'"
+        ).stdout
+        return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+    def running_nodes(self, service: str) -> list[str]:
+        return [t["Node"] for t in self.tasks(service) if t["CurrentState"].startswith("Running")]
+
+    def service_image(self, service: str) -> str:
+        return self.swarm.docker(
+            f"service inspect {PREFIX}-{service} --format '{{{{.Spec.TaskTemplate.ContainerSpec.Image}}}}'"
+        ).stdout.strip()
+
+    def data_exec(self, service: str, inner: str) -> str:
+        """A shell command in the running task of a data service (on the data node)."""
+        node = self.swarm.nodes[0]
+        cid = node.sh(f"docker ps -q -f label=com.docker.swarm.service.name={PREFIX}-{service}").stdout.split()
+        assert cid, f"no running {service} task on {node.name}"
+        return node.sh(f"docker exec {cid[0]} sh -c {shlex.quote(inner)}").stdout
+
+
+@pytest.fixture(scope="module")
+def deployment(swarm_servers: Swarm, tmp_path_factory) -> Deployment:
+    env = require_engine()
+    require_local_images()
+    images = local_images()
+    assert images["api"] == ROLLOUT_FROM, images
+    work = tmp_path_factory.mktemp("swarm-stack")
+    project = PulumiProject(work / "project", STACK, env)
+    n1, n2, n3 = swarm_servers.nodes
+    project.configure(
+        environment="staging",
+        name_prefix=PREFIX,
+        domains=["localhost"],
+        timezone="UTC",
+        target={
+            "kind": "swarm",
+            "nodes": [
+                n1.config("manager", {DATA: "true", EDGE: "true"}),
+                n2.config("worker", {}),
+                n3.config("worker", {}),
+            ],
+        },
+        api={"replicas": 3, "start_timeout": 120, "migrate_command": ["ai-meeting-api", "migrate"]},
+        bootstrap={"preflight_mode": "warn", "harden_ssh": True},
+        # Small limits: four helpers share this 2-core machine.
+        resources={
+            "postgres": {"cpus": 0.5, "memory_mb": 512}, "redis": {"cpus": 0.25, "memory_mb": 256},
+            "minio": {"cpus": 0.25, "memory_mb": 512}, "api": {"cpus": 0.5, "memory_mb": 256},
+            "web": {"cpus": 0.25, "memory_mb": 128}, "nginx": {"cpus": 0.25, "memory_mb": 128},
+            "monitoring": {"cpus": 0.5, "memory_mb": 512},
+        },
+        backup={"enabled": False},
+    )
+    project.set_secret("target.private_key", swarm_servers.private_key)
+    d = Deployment(project, swarm_servers, images)
+    d.configure_images()
+    d.up_result = d.up("three bare servers -> swarm stack serving (one pulumi up)")
+    # Data written once, checked at the very end (after the rollout, the rollback, the node loss).
+    d.data_exec("postgres", 'psql -v ON_ERROR_STOP=1 -q -U ai_meeting -d ai_meeting -c '
+                '"CREATE TABLE IF NOT EXISTS swarm_probe (v text); INSERT INTO swarm_probe VALUES (\'kept\')"')
+    assert d.data_exec("redis", f"{REDIS_CLI} SET swarm_probe kept").strip() == "OK"
+    d.data_exec("minio", 'mc alias set local http://127.0.0.1:9000 "$MINIO_ROOT_USER" "$(cat /run/secrets/minio_password)" '
+                '>/dev/null && echo kept | mc pipe local/ai-meeting-recordings/swarm_probe.txt >/dev/null')
+    return d
+
+
+def test_one_up_forms_the_swarm_and_serves(deployment: Deployment) -> None:
+    nodes = deployment.swarm.docker("node ls --format '{{.Hostname}} {{.Status}} {{.ManagerStatus}}'").stdout.split("\n")
+    assert sorted(line.split()[0] for line in nodes if line) == ["aim-swarm-1", "aim-swarm-2", "aim-swarm-3"], nodes
+    assert all(" Ready" in line for line in nodes if line), nodes
+    for path in ("/health", "/api/health"):
+        status, body = get(path)
+        assert status == 200, (path, status, body)
+    status, body = get("/api/health/deps")
+    assert status == 200 and json.loads(body)["status"] == "ok", body
+    outputs = deployment.project.outputs()
+    assert outputs["swarm"]["services"]["api"] == f"{PREFIX}-api"
+    assert len(outputs["swarm"]["nodes"]) == 3 and all(n["node_id"] for n in outputs["swarm"]["nodes"])
+    deployment.expect_no_changes()
+
+
+def test_api_replicas_spread_and_data_pinned(deployment: Deployment) -> None:
+    api_nodes = deployment.running_nodes("api")
+    FIGURES.append(f"api tasks by node: {sorted(api_nodes)}")
+    assert len(api_nodes) == 3, api_nodes
+    assert len(set(api_nodes)) >= 2, f"all API replicas on one node: {api_nodes}"
+    for service in ("postgres", "redis", "minio"):
+        assert deployment.running_nodes(service) == ["aim-swarm-1"], (service, deployment.tasks(service))
+    assert deployment.running_nodes("nginx") == ["aim-swarm-1"]
+    # Secrets are files, not environment, where the image reads a file.
+    env = deployment.data_exec("postgres", "env")
+    assert "POSTGRES_PASSWORD_FILE=/run/secrets/db_password" in env and "POSTGRES_PASSWORD=" not in env
+
+
+def test_rolling_update_drops_no_request(deployment: Deployment, record) -> None:
+    deployment.configure_images(api=ROLLOUT_TO)
+    with LoadLoop(EDGE_HTTPS_PORT, "/api/", workers=3, timeout=15, max_seconds=900,
+                  body_key=lambda b: json.loads(b).get("version", "?")) as load:
+        deployment.up("rolling API update demo-1 -> demo-2 (3 replicas, start-first)")
+    r = load.result
+    FIGURES.append(f"rolling update under load: {r.summary()}; versions seen {r.bodies}")
+    record("swarm: rolling API update under load", f"{len(r.failed)} failed of {r.total}", "0 failed", not r.failed)
+    assert r.total > 50, r.summary()
+    assert not r.failed, r.summary()
+    assert deployment.service_image("api") == ROLLOUT_TO
+    assert get("/api/")[1].count("demo-2") or json.loads(get("/api/")[1])["version"]
+    deployment.expect_no_changes()
+
+
+def test_bad_release_rolls_back_by_itself(deployment: Deployment, record) -> None:
+    deployment.configure_images(api=NEVER_HEALTHY)
+    with LoadLoop(EDGE_HTTPS_PORT, "/api/health", workers=2, timeout=15, max_seconds=900) as load:
+        res = deployment.up("bad release: converge fails, Swarm rolls back", check=False)
+    assert res.code != 0, "an up with a never-healthy image succeeded"
+    r = load.result
+    said = [line.strip() for line in (res.stdout + res.stderr).splitlines() if "error:" in line][:3]
+    FIGURES.append(f"bad release under load: {r.summary()}; up said: {said}")
+    record("swarm: never-healthy release rolled back", f"{len(r.failed)} failed of {r.total}", "0 failed", not r.failed)
+    wait_for("Swarm's rollback to the previous image", lambda: deployment.service_image("api") == ROLLOUT_TO, timeout=300)
+    wait_for("3 running API tasks after the rollback", lambda: len(deployment.running_nodes("api")) == 3, timeout=300)
+    assert not r.failed, r.summary()
+    # Back to the good release in config: the program and the swarm agree again.
+    deployment.configure_images(api=ROLLOUT_TO)
+    deployment.up("up after the rollback (config back to the good release)")
+    deployment.expect_no_changes()
+
+
+def test_worker_node_loss_reschedules_api(deployment: Deployment, record) -> None:
+    before = wait_for("3 running API tasks", lambda: (n := deployment.running_nodes("api")) and len(n) == 3 and n)
+    # A worker (neither the manager nor the data or edge node) that runs API tasks right now.
+    workers = [n for n in deployment.swarm.nodes[1:] if n.name in before]
+    assert workers, f"no API task on a worker node: {before}"
+    victim = max(workers, key=lambda n: before.count(n.name))
+    with LoadLoop(EDGE_HTTPS_PORT, "/api/health", workers=3, timeout=15, max_seconds=600) as load:
+        started = time.monotonic()
+        subprocess.run(["docker", "kill", victim.name], check=True, capture_output=True)
+        wait_for(f"{victim.name} marked Down", lambda: "Down" in deployment.swarm.docker(
+            f"node inspect {victim.name} --format '{{{{.Status.State}}}}'").stdout.title(), timeout=180)
+        down_after = time.monotonic() - started
+        after = wait_for("3 API tasks running on the surviving nodes", lambda: (
+            (n := deployment.running_nodes("api")) and len(n) == 3 and victim.name not in n and n), timeout=300)
+        rescheduled_after = time.monotonic() - started
+    r = load.result
+    TIMINGS[f"{victim.name} killed -> node Down"] = down_after
+    TIMINGS[f"{victim.name} killed -> its API tasks running elsewhere"] = rescheduled_after
+    FIGURES.append(f"worker node loss under load: {r.summary()}; API tasks {sorted(before)} -> {sorted(after)}")
+    record("swarm: worker node killed, API rescheduled", f"{len(r.failed)} failed of {r.total}",
+           "site keeps serving (failures counted)", r.ok > 0)
+    assert r.ok > 0
+    assert get("/api/health")[0] == 200
+    # Nothing the program declared changed: no diff while the node is gone.
+    deployment.expect_no_changes()
+    # The server comes back and rejoins by itself (same node id, its dockerd restarts).
+    subprocess.run(["docker", "start", victim.name], check=True, capture_output=True)
+    wait_for(f"{victim.name} Ready again", lambda: "Ready" in deployment.swarm.docker(
+        f"node inspect {victim.name} --format '{{{{.Status.State}}}}'").stdout.title(), timeout=300)
+    deployment.expect_no_changes()
+
+
+def test_data_survives_everything(deployment: Deployment) -> None:
+    q = deployment.data_exec("postgres", 'psql -tA -U ai_meeting -d ai_meeting -c "SELECT v FROM swarm_probe"')
+    assert q.split() == ["kept"], q
+    got = deployment.data_exec("redis", f"{REDIS_CLI} GET swarm_probe")
+    assert got.strip() == "kept", got
+    obj = deployment.data_exec("minio", 'mc alias set local http://127.0.0.1:9000 "$MINIO_ROOT_USER" "$(cat /run/secrets/minio_password)" '
+                               '>/dev/null && mc cat local/ai-meeting-recordings/swarm_probe.txt')
+    assert obj.strip() == "kept", obj
+    assert deployment.running_nodes("postgres") == ["aim-swarm-1"]
