@@ -466,3 +466,16 @@ def test_upstream_switch_by_reload_drops_no_request(public_tmp, tls_cert, nginx_
     assert old.hits and new1.hits and new2.hits
     assert len(old.hits) == old_hits, "the old replica still got requests after the reload"
     assert loopback.status == 200 and loopback_body["backend"].startswith("new-api")
+
+
+def test_nginx_t_swarm_shape_resolves_at_request_time(public_tmp, tls_cert, nginx_user):
+    """target.kind swarm: `api`/`web` are service names in variables, resolved per request
+    through Docker's DNS (127.0.0.11), so `nginx -t` passes where they do not resolve at all."""
+    need_tool(NGINX)
+    site = local_site(public_tmp, tls_cert, [3000], 8080)
+    site = dataclasses.replace(site, api_upstreams=("api:3000",), web_upstream="web:80", dns_resolver="127.0.0.11",
+                               api_connect_timeout="2s", ws_connect_timeout="2s", listen_api_loopback=free_port())
+    text = render_nginx_conf(site)
+    assert "resolver 127.0.0.11 valid=5s" in text and "upstream api_backend" not in text
+    r = nginx_test(text, public_tmp)
+    assert r.returncode == 0, r.stderr
