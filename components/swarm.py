@@ -146,7 +146,7 @@ class SwarmCluster(pulumi.ComponentResource):
             label_steps.append(labelled)
             ready: list[pulumi.Resource] = [joined, labelled]
             if cfg.images.upload:
-                ready += [self._upload(key, node, service, cfg, stack, boot.steps[-1:]) for service in images_for(node)]
+                ready.append(self._upload(key, node, cfg, stack, boot.steps[-1:]))
             self.nodes.append(SwarmNodeState(node, conn, boot, node_id, ready))
         assert manager_conn is not None
         self.manager_connection = manager_conn
@@ -164,20 +164,33 @@ class SwarmCluster(pulumi.ComponentResource):
         self.register_outputs({"nodes": [node_key(n.node) for n in self.nodes]})
 
     def _upload(
-        self, key: str, node: SwarmNode, service: str, cfg: StackConfig, stack: str, after: list[pulumi.Resource]
+        self, key: str, node: SwarmNode, cfg: StackConfig, stack: str, after: list[pulumi.Resource]
     ) -> command.local.Command:
-        """`docker save | ssh docker load` of one image onto one node; re-runs only when that
-        local image changes (a release re-sends the API image alone)."""
+        """The images this node runs, copied from this machine's engine: only those whose id the
+        node lacks, in one `docker save | ssh docker load` stream (shared layers go once).
+        Re-runs when a local image changes; a release then sends the API image alone."""
         target = cfg.target
         assert isinstance(target, SwarmTarget)
-        ref = getattr(cfg.images, service)
+        refs = [getattr(cfg.images, s) for s in images_for(node)]
         ssh = shlex.join(
             ["ssh", *ssh_options(node.ssh_target(target.private_key), stack), "-p", str(node.port), f"{node.user}@{node.host}"]
         )
+        script = f"""set -euo pipefail
+missing=()
+for ref in {shlex.join(refs)}; do
+  want=$(docker image inspect -f '{{{{.Id}}}}' "$ref")
+  have=$({ssh} sudo -n docker image inspect -f "'{{{{.Id}}}}'" "$ref" 2>/dev/null || true)
+  [ "$want" = "$have" ] || missing+=("$ref")
+done
+if [ ${{#missing[@]}} -gt 0 ]; then
+  docker save "${{missing[@]}}" | {ssh} sudo -n docker load
+else
+  echo "node has every image already"
+fi"""
         return command.local.Command(
-            f"node-{key}-image-{service}",
-            create=f"set -euo pipefail\ndocker save {shlex.quote(ref)} | {ssh} sudo -n docker load",
+            f"node-{key}-images",
+            create=script,
             interpreter=["/bin/bash", "-c"],
-            triggers=[local_image_id(ref), ref],
+            triggers=[*[local_image_id(r) for r in refs], *refs],
             opts=pulumi.ResourceOptions(parent=self, depends_on=after),
         )
