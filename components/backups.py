@@ -25,6 +25,7 @@ def backup_settings(cfg: StackConfig) -> BackupSettings:
         postgres_container=cfg.container_name("postgres"),
         redis_container=cfg.container_name("redis"),
         minio_container=cfg.container_name("minio"),
+        proxy_container=cfg.container_name("nginx"),
         db_name=cfg.database.name,
         db_user=cfg.database.user,
         # The API replicas (auto-named): stopped while the data is replaced, started after.

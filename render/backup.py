@@ -28,6 +28,9 @@ class BackupSettings:
     # `key=value` labels (the replicas are auto-named, so their names change on every rollout).
     app_containers: tuple[str, ...] = ()
     app_labels: tuple[str, ...] = ()
+    # Reloaded after the API containers are started again: it resolves the replicas' names
+    # only when it loads its config, and a restarted container may get another address.
+    proxy_container: str = "ai-meeting-nginx"
 
     def __post_init__(self) -> None:
         check_path(self.install_dir, "install_dir")
@@ -36,7 +39,7 @@ class BackupSettings:
             raise ValueError(f"backup_dir: {self.backup_dir!r} must be its own directory")
         check_positive(self.retention_days, "retention_days", 1)
         check_cron_schedule(self.schedule, "schedule")
-        for field in ("postgres_container", "redis_container", "minio_container", "db_name", "db_user",
+        for field in ("postgres_container", "redis_container", "minio_container", "proxy_container", "db_name", "db_user",
                       "redis_aof_dirname", "redis_aof_filename"):
             check_ident(getattr(self, field), field)
         check_path(self.minio_data_path, "minio_data_path")

@@ -201,7 +201,13 @@ async def _open_ports(host: str, ports: range, timeout: float, concurrency: int)
 
 def open_tcp_ports(host: str, ports: range = range(1, 10001), timeout: float = 2.0, concurrency: int = 1000) -> list[int]:
     """TCP ports of `host` that accept a connection from here (ufw drops the rest: time-outs)."""
-    return asyncio.run(_open_ports(host, ports, timeout, concurrency))
+    # A loop of its own, never the thread's current one: asyncio.run() would leave the main
+    # thread without one, which breaks later tests that run Pulumi mocks.
+    loop = asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(_open_ports(host, ports, timeout, concurrency))
+    finally:
+        loop.close()
 
 
 # --- fail2ban ---------------------------------------------------------------------------------

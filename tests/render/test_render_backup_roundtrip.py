@@ -130,7 +130,8 @@ def test_backup_then_restore_round_trip(world, cluster):
     assert events.index("stop ai-meeting-api-1") < events.index("stop ai-meeting-redis")
     # Named and labelled API containers alike (each once) stopped first, started last.
     assert events.index("stop api-5f3a1c2") < events.index("stop ai-meeting-redis")
-    assert events[-4:-1] == ["start ai-meeting-api-1", "start ai-meeting-api-2", "start api-5f3a1c2"], events
+    assert events[-5:-1] == ["start ai-meeting-api-1", "start ai-meeting-api-2", "start api-5f3a1c2",
+                             "exec ai-meeting-nginx nginx -s reload"], events  # re-resolves the replicas
     assert "docker ps --format {{.Names}} --filter label=ai-meeting.service=api --filter label=ai-meeting.stack=prod" \
         in (root / "calls.log").read_text()
     keep = list(Path(s.backup_dir).glob("pre-restore-*"))
