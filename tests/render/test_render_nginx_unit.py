@@ -31,7 +31,7 @@ def test_plan_directives_present():
         "sendfile on;", "tcp_nopush on;", "tcp_nodelay on;", "keepalive_timeout 65;",
         "client_max_body_size 100M;", "gzip on;", "gzip_vary on;", "gzip_proxied any;", "gzip_comp_level 6;",
         "listen 80;", "listen 443 ssl http2;", "ssl_protocols TLSv1.2 TLSv1.3;",
-        # ciphers: Mozilla intermediate instead of the plan's HIGH:!aNULL:!MD5 (tests/reliability/test_tls_scan.py)
+        # ciphers: Mozilla intermediate instead of the plan's HIGH:!aNULL:!MD5 (tests/reliability/test_rb_tls_scan.py)
         "ssl_ciphers ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:", "ssl_prefer_server_ciphers on;",
         "ssl_session_cache shared:SSL:10m;", "ssl_session_timeout 10m;",
         "ssl_certificate /etc/nginx/ssl/fullchain.pem;", "ssl_certificate_key /etc/nginx/ssl/privkey.pem;",
@@ -75,7 +75,7 @@ def test_timeouts_api_and_ws():
 
 def test_dependency_health_503_does_not_count_against_the_replicas():
     """/health/deps answers 503 while a datastore is down: retried or counted (max_fails), it
-    marked every replica down and /api/health returned 502 (tests/reliability/test_datastore_partition.py)."""
+    marked every replica down and /api/health returned 502 (tests/reliability/test_rb_datastore_partition.py)."""
     conf = render_nginx_conf(dataclasses.replace(PROD, listen_api_loopback=3000))
     for header in ("location = /api/health/deps", "location = /health/deps"):
         deps = block(conf, header)

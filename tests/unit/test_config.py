@@ -59,7 +59,7 @@ def test_defaults_are_valid_and_follow_the_plan():
         ({"redis": {"maxmemory_policy": "lru"}}, "ai-meeting:redis.maxmemory_policy", "allkeys-lru"),
         ({"minio": {"bucket": "Bad_Bucket"}}, "ai-meeting:minio.bucket", "bucket name"),
         ({"backup": {"schedule": "nightly"}}, "ai-meeting:backup.schedule", "cron"),
-        # cron itself refuses these (found by tests/reliability/test_bad_input.py)
+        # cron itself refuses these (found by tests/reliability/test_rb_bad_input.py)
         ({"backup": {"schedule": "0 25 * * *"}}, "ai-meeting:backup.schedule", "hour field '25' must be within 0-23"),
         ({"backup": {"schedule": "60 2 * * *"}}, "ai-meeting:backup.schedule", "minute field"),
         ({"backup": {"schedule": "0 2 0 * *"}}, "ai-meeting:backup.schedule", "day of month field"),
