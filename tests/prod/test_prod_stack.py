@@ -96,7 +96,8 @@ class Deployment:
         deploy now if nothing tried yet."""
         if not self.up_attempted:
             self.up_attempted = True
-            self.timed("bare server -> serving (for a `-m reliability` selection)", self.project.up)
+            res = self.timed("bare server -> serving (for a `-m reliability` selection)", self.project.up)
+            self.up_output = res.stdout + res.stderr
             self.deployed = True
         self.require_deployed()
         if self.data_baseline is None:
@@ -671,6 +672,55 @@ def test_from_another_network_namespace_only_ssh_http_https_answer(deployment: D
     listening = s.sudo("ss -Htln").stdout
     for port in (5432, 6379, 9000, 3000):
         assert re.search(rf"127\.0\.0\.1:{port}\b", listening), (port, listening)
+
+
+SECRET_ENV = ("DB_PASSWORD", "REDIS_PASSWORD", "MINIO_ROOT_PASSWORD", "TURN_PASSWORD", "JWT_SECRET")
+
+
+@pytest.mark.reliability
+def test_no_secret_in_plain_text_in_state_output_server_processes_or_loose_files(deployment: Deployment, record) -> None:
+    """After the prod deploy: no generated secret (nor the deploy key) in `pulumi stack export`,
+    in the `up` output, in the server's process list (which shows every container's processes)
+    or in a file looser than 0600, on the server or on this machine (project copy and cache)."""
+    d = deployment
+    d.ensure_deployed()
+    s = d.server
+    api = s.sudo(f"docker ps -q --filter label=ai-meeting.service=api --filter network={PREFIX}-network").stdout.split()
+    assert api, "no API replica on the server"
+    env = dict(e.split("=", 1) for e in json.loads(d.docker(f"inspect -f '{{{{json .Config.Env}}}}' {api[0]}").stdout))
+    secrets = {k: env[k] for k in SECRET_ENV if env.get(k)}
+    secrets["minio output"] = d.project.outputs(show_secrets=True)["minio"]["secret_key"]
+    key_body = [line for line in s.private_key.splitlines() if line and not line.startswith("-----")]
+    secrets["deploy key"] = max(key_body, key=len)
+    assert len(secrets) >= 6 and all(len(v) >= 16 for v in secrets.values()), sorted(secrets)
+
+    exported = d.project.run("stack", "export", "--stack", STACK).stdout
+    in_state = [k for k, v in secrets.items() if v in exported]
+    in_output = [k for k, v in secrets.items() if v in d.up_output]
+    processes = s.sudo("ps -eo args").stdout
+    in_ps = [k for k, v in secrets.items() if v in processes]
+    # The patterns go to the server through stdin into a root-only file, never onto a command line.
+    patterns = "/root/.secret-scan-patterns"
+    s.sudo(f"umask 077; cat > {patterns}", input="\n".join(secrets.values()) + "\n")
+    try:
+        found = s.sudo(
+            f"find {INSTALL} /etc /home /root /tmp /var/tmp /var/log /var/lib/docker/containers "
+            f"-xdev -type f -perm /077 -size -5M ! -path {patterns} -print0 2>/dev/null"
+            f" | xargs -0 -r grep -lF -f {patterns} -- 2>/dev/null; true").stdout.split()
+    finally:
+        s.sudo(f"rm -f {patterns}")
+    loose = [f"server:{path}" for path in found]
+    for root in (d.project.dir, Path(d.project.env["AI_MEETING_CACHE"])):
+        for path in root.rglob("*") if root.exists() else []:
+            if path.is_symlink() or not path.is_file() or path.stat().st_size > 5_000_000:
+                continue
+            mode = path.stat().st_mode & 0o777
+            if mode & 0o077 and any(v in path.read_text(errors="ignore") for v in secrets.values()):
+                loose.append(f"{path} ({mode:o})")
+    leaks = {"state": in_state, "up output": in_output, "server ps": in_ps, "files looser than 0600": loose}
+    record("prod: generated secrets and the deploy key in plain text: state, up output, server process list, loose files",
+           "none" if not any(leaks.values()) else str(leaks), "none", not any(leaks.values()))
+    assert not any(leaks.values()), leaks
 
 
 @pytest.mark.reliability
