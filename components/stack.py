@@ -101,13 +101,12 @@ def public_url(cfg: StackConfig) -> str:
     return f"https://{cfg.canonical_domain}" + ("" if port == 443 else f":{port}")
 
 
-def stack_outputs(cfg: StackConfig, stack: "AiMeetingStack") -> dict[str, object]:
-    """What other stacks read with StackReference (README: Outputs). Names are a contract:
-    add, don't rename."""
-    s = stack.secrets
+def common_outputs(cfg: StackConfig, secrets: Secrets, *, network: pulumi.Input[str], api: object, web: object,
+                   backups: bool) -> dict[str, object]:
+    """The outputs every target kind has, with the same names and meaning (README: Outputs)."""
     db = cfg.database
     url = public_url(cfg)
-    outputs: dict[str, object] = {
+    return {
         "environment": cfg.environment,
         "public_url": url,
         "api_url": f"{url}/api",
@@ -116,26 +115,27 @@ def stack_outputs(cfg: StackConfig, stack: "AiMeetingStack") -> dict[str, object
         "api_health_url": f"{url}/api/health",
         "tls_mode": cfg.tls.mode,
         "api_replicas": cfg.api.replicas,
-        "network": f"{cfg.name_prefix}-network",
-        "internal_endpoints": {
-            "postgres": "postgres:5432",
-            "redis": "redis:6379",
-            "minio": "minio:9000",
-            "api": stack.api.upstreams,
-            "web": stack.web.upstream,
-        },
+        "network": network,
+        "internal_endpoints": {"postgres": "postgres:5432", "redis": "redis:6379", "minio": "minio:9000", "api": api, "web": web},
         "database_url": pulumi.Output.secret(
-            pulumi.Output.concat("postgresql://", db.user, ":", s.db_password, "@postgres:5432/", db.name)
+            pulumi.Output.concat("postgresql://", db.user, ":", secrets.db_password, "@postgres:5432/", db.name)
         ),
-        "redis_url": pulumi.Output.secret(pulumi.Output.concat("redis://:", s.redis_password, "@redis:6379")),
+        "redis_url": pulumi.Output.secret(pulumi.Output.concat("redis://:", secrets.redis_password, "@redis:6379")),
         "minio": {
             "endpoint": "http://minio:9000",
             "bucket": cfg.minio.bucket,
             "access_key": cfg.minio.root_user,
-            "secret_key": pulumi.Output.secret(s.minio_password),
+            "secret_key": pulumi.Output.secret(secrets.minio_password),
         },
-        "backup": {"enabled": stack.backups is not None, "schedule": cfg.backup.schedule, "retention_days": cfg.backup.retention_days},
+        "backup": {"enabled": backups, "schedule": cfg.backup.schedule, "retention_days": cfg.backup.retention_days},
     }
+
+
+def stack_outputs(cfg: StackConfig, stack: "AiMeetingStack") -> dict[str, object]:
+    """What other stacks read with StackReference (README: Outputs). Names are a contract:
+    add, don't rename."""
+    outputs = common_outputs(cfg, stack.secrets, network=f"{cfg.name_prefix}-network", api=stack.api.upstreams,
+                             web=stack.web.upstream, backups=stack.backups is not None)
     if stack.monitoring:
         outputs["prometheus_url"] = stack.monitoring.prometheus_url
     if stack.monitoring and stack.monitoring.grafana_url:

@@ -7,7 +7,7 @@ import pulumi
 from config.model import DATA_LABEL, EDGE_LABEL, StackConfig, SwarmTarget
 
 from .secrets import Secrets
-from .stack import public_url
+from .stack import common_outputs
 from .swarm import SwarmCluster, node_key
 from .swarm_services import SwarmServices
 from .target import HostShell
@@ -41,36 +41,10 @@ def swarm_outputs(cfg: StackConfig, stack: SwarmStack) -> dict[str, object]:
     """The ssh stack's output names where they mean the same (README: Outputs), plus `swarm`."""
     target = cfg.target
     assert isinstance(target, SwarmTarget)
-    s, db, prefix = stack.secrets, cfg.database, cfg.name_prefix
-    url = public_url(cfg)
+    prefix = cfg.name_prefix
     return {
-        "environment": cfg.environment,
-        "public_url": url,
-        "api_url": f"{url}/api",
-        "websocket_url": url.replace("https://", "wss://", 1) + "/ws/",
-        "health_url": f"{url}/health",
-        "api_health_url": f"{url}/api/health",
-        "tls_mode": cfg.tls.mode,
-        "api_replicas": cfg.api.replicas,
-        "network": stack.services.network.name,
-        "internal_endpoints": {
-            "postgres": "postgres:5432",
-            "redis": "redis:6379",
-            "minio": "minio:9000",
-            "api": [f"api:{cfg.api.port}"],
-            "web": f"web:{cfg.web.port}",
-        },
-        "database_url": pulumi.Output.secret(
-            pulumi.Output.concat("postgresql://", db.user, ":", s.db_password, "@postgres:5432/", db.name)
-        ),
-        "redis_url": pulumi.Output.secret(pulumi.Output.concat("redis://:", s.redis_password, "@redis:6379")),
-        "minio": {
-            "endpoint": "http://minio:9000",
-            "bucket": cfg.minio.bucket,
-            "access_key": cfg.minio.root_user,
-            "secret_key": pulumi.Output.secret(s.minio_password),
-        },
-        "backup": {"enabled": False, "schedule": cfg.backup.schedule, "retention_days": cfg.backup.retention_days},
+        **common_outputs(cfg, stack.secrets, network=stack.services.network.name, api=[f"api:{cfg.api.port}"],
+                         web=f"web:{cfg.web.port}", backups=False),
         "swarm": {
             "manager": target.docker_host,
             "nodes": [

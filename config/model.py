@@ -54,6 +54,12 @@ def _check_hostname(value: str) -> str:
 # --- where the stack runs ---------------------------------------------------------------
 
 
+def _check_private_key(v: SecretStr) -> SecretStr:
+    if "PRIVATE KEY-----" not in v.get_secret_value():
+        raise ValueError("must be an OpenSSH/PEM private key (set it with `pulumi config set --secret`)")
+    return v
+
+
 class LocalTarget(Strict):
     """The operator's own Docker engine (dev)."""
 
@@ -87,12 +93,7 @@ class SshTarget(Strict):
             return v  # an IPv4/IPv6 literal
         return _check_hostname(v)
 
-    @field_validator("private_key")
-    @classmethod
-    def _pem(cls, v: SecretStr) -> SecretStr:
-        if "PRIVATE KEY-----" not in v.get_secret_value():
-            raise ValueError("must be an OpenSSH/PEM private key (set it with `pulumi config set --secret`)")
-        return v
+    _pem = field_validator("private_key")(_check_private_key)
 
     @property
     def docker_host(self) -> str:
@@ -150,12 +151,7 @@ class SwarmTarget(Strict):
     nodes: list[SwarmNode] = Field(min_length=1)
     private_key: SecretStr  # the deploy user's key, the same on every node
 
-    @field_validator("private_key")
-    @classmethod
-    def _pem(cls, v: SecretStr) -> SecretStr:
-        if "PRIVATE KEY-----" not in v.get_secret_value():
-            raise ValueError("must be an OpenSSH/PEM private key (set it with `pulumi config set --secret`)")
-        return v
+    _pem = field_validator("private_key")(_check_private_key)
 
     @model_validator(mode="after")
     def _roles(self) -> "SwarmTarget":
