@@ -105,7 +105,7 @@ def table(results: dict) -> tuple[str, dict]:
         check=lambda c, p, r: None if r is None else r <= TARGETS["cold"])
     row("   … the deploy command alone (s)", "cold.command_seconds")
     row("   … floor: containers' own start→healthy, parallel (s)", "cold.floor.parallel")
-    row("   … floor: the same, in the program's serial order (s)", "cold.floor.serial")
+    row("   … floor: the same, in the program's order (data + web, API, nginx) (s)", "cold.floor.program_order")
     row("2. no-op re-run: `up -d` / `pulumi up` (s)", "noop.up_seconds", key="noop_up", target="pulumi ≤ 10 s, 0 changes",
         check=lambda c, p, r: None if not p else (med(p) <= TARGETS["noop_up"] and not any(values(results, "pulumi", "noop.up_changes"))))
     row("   … resources / containers changed", "noop.up_changes", digits=0, ratio=False)
