@@ -226,9 +226,10 @@ def test_versions_match_the_source_archives_and_the_sdk_pins():
     """versions.env names what is really built: the archives' sha256 as SOURCES.md lists them,
     and provider versions equal to the Python SDK pins (the SDK asks for exactly those)."""
     v = versions()
-    sources = REPO.parent / "shared" / "toolchain-src" / "SOURCES.md"
+    # Where scripts/install-pulumi reads the archives from (same default, same override).
+    sources = Path(os.environ.get("AI_MEETING_TOOLCHAIN_SRC", REPO.parent / "shared" / "toolchain-src")) / "SOURCES.md"
     if not sources.exists():
-        unavailable(f"{sources} is not there (the shared folder beside the repository)")
+        unavailable(f"{sources} is not there (the shared folder beside the repository, or AI_MEETING_TOOLCHAIN_SRC)")
     listed = sources.read_text()
     pins = dict(line.split("==") for line in (REPO / "requirements.txt").read_text().splitlines() if "==" in line)
     for name in ("LANGUAGE_PYTHON", "COMMAND", "RANDOM", "TLS", "DOCKER"):
