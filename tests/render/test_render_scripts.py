@@ -8,6 +8,8 @@ import subprocess
 
 import pytest
 
+from tests.prerequisites import unavailable
+
 from render.backup import BackupSettings, render_backup_cron, render_backup_script, render_restore_script
 from render.bootstrap import STEP_ORDER, BootstrapSettings, layout_dirs, render_bootstrap_steps
 from render.certbot import (CertbotSettings, render_certbot_cron, render_certbot_deploy_hook,
@@ -160,7 +162,7 @@ def test_certbot_invalid(kw, match):
 
 def test_preflight_runs_and_fail_mode_exits_nonzero(tmp_path):
     if os.geteuid() != 0:
-        pytest.skip("preflight checks it runs as root")
+        unavailable("preflight checks it runs as root: run the tests as root (CI does)")
     ok = BootstrapSettings(deploy_user="deploy", min_cpus=1, min_memory_gb=1, min_disk_gb=1,
                            min_docker_version="1.0", min_compose_version="0.1", install_dir=str(tmp_path / "x"))
     impossible = dataclasses.replace(ok, min_cpus=4096, preflight_mode="fail")
@@ -175,7 +177,7 @@ def test_preflight_runs_and_fail_mode_exits_nonzero(tmp_path):
 
 def test_layout_creates_and_is_idempotent(tmp_path):
     if os.geteuid() != 0:
-        pytest.skip("layout chowns to root")
+        unavailable("layout chowns to root: run the tests as root (CI does)")
     s = BootstrapSettings(deploy_user="deploy", install_dir=str(tmp_path / "ai-meeting"))
     script = {st.name: st.script for st in render_bootstrap_steps(s)}["layout"]
     r1 = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True)
