@@ -100,15 +100,17 @@ class Monitoring(pulumi.ComponentResource):
         cfg = site.cfg
         mon = cfg.monitoring
 
+        def spec(service: str, image: pulumi.Input[str], **kw) -> ServiceSpec:
+            """What every monitoring container shares: its limits, its name, replaced in place."""
+            return ServiceSpec(service=service, image=image, limits=cfg.resources.monitoring,
+                               container_name=cfg.container_name(service), delete_before_replace=True, **kw)
+
         textfile = ["--collector.textfile.directory=/textfile"] if cfg.is_remote else []
         node_exporter = service_container(
             "node-exporter",
-            ServiceSpec(
-                service="node-exporter",
-                image=images.node_exporter,
-                limits=cfg.resources.monitoring,
-                container_name=cfg.container_name("node-exporter"),
-                delete_before_replace=True,
+            spec(
+                "node-exporter",
+                images.node_exporter,
                 # The host's filesystems, read-only: disk usage of the machine, not of the container.
                 command=["--path.rootfs=/host", "--web.listen-address=:9100", *textfile],
                 volumes=[
@@ -124,12 +126,9 @@ class Monitoring(pulumi.ComponentResource):
         verify_tls = cfg.tls.mode != "self-signed"
         blackbox = service_container(
             "blackbox-exporter",
-            ServiceSpec(
-                service="blackbox-exporter",
-                image=images.blackbox_exporter,
-                limits=cfg.resources.monitoring,
-                container_name=cfg.container_name("blackbox-exporter"),
-                delete_before_replace=True,
+            spec(
+                "blackbox-exporter",
+                images.blackbox_exporter,
                 command=["--config.file=/etc/blackbox_exporter/config.yml"],
                 uploads=[upload("/etc/blackbox_exporter/config.yml", render_blackbox_config(cfg.canonical_domain, verify_tls))],
                 health=http_check("http://127.0.0.1:9115/-/healthy"),
@@ -145,12 +144,9 @@ class Monitoring(pulumi.ComponentResource):
         )
         prometheus = service_container(
             "prometheus",
-            ServiceSpec(
-                service="prometheus",
-                image=images.prometheus,
-                limits=cfg.resources.monitoring,
-                container_name=cfg.container_name("prometheus"),
-                delete_before_replace=True,
+            spec(
+                "prometheus",
+                images.prometheus,
                 command=[
                     "--config.file=/etc/prometheus/prometheus.yml",
                     "--storage.tsdb.path=/prometheus",
@@ -179,12 +175,9 @@ class Monitoring(pulumi.ComponentResource):
             ).result
             service_container(
                 "grafana",
-                ServiceSpec(
-                    service="grafana",
-                    image=images.grafana,
-                    limits=cfg.resources.monitoring,
-                    container_name=cfg.container_name("grafana"),
-                    delete_before_replace=True,
+                spec(
+                    "grafana",
+                    images.grafana,
                     envs=pulumi.Output.secret(self.grafana_admin_password).apply(
                         lambda pw: ["GF_SECURITY_ADMIN_USER=admin", f"GF_SECURITY_ADMIN_PASSWORD={pw}", "GF_USERS_ALLOW_SIGN_UP=false"]
                     ),

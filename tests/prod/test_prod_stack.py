@@ -12,7 +12,6 @@ the rebuild through the README's plan path (scripts/plan, scripts/apply-plan).
 from __future__ import annotations
 
 import json
-import os
 import re
 import shlex
 import subprocess
@@ -25,6 +24,7 @@ import pytest
 import yaml
 
 from tests.e2e.engine import REPO, PulumiProject, Result, require_engine, unavailable
+from tests.leaks import loose_files_containing
 from tests.prod import checks, faults, stack_checks
 from tests.prod.conftest import NOTES, TIMINGS, Pebble, ProdServer
 from tests.prod.stack_checks import CA_ON_SERVER, INSTALL, PREFIX
@@ -322,7 +322,7 @@ def test_api_writes_its_log_file_on_the_host(deployment: Deployment) -> None:
     assert log.code == 0 and "listening on" in log.stdout, \
         f"{logs}/app.log: {log.stdout[-500:]} {log.stderr[-500:]}\n{s.sudo(f'ls -la {logs}').stdout}"
     assert s.sudo(f"stat -c %u {logs}/app.log").stdout.strip() == "10001"
-    api = deployment.docker(f"ps -q --filter label=ai-meeting.service=api").stdout.split()
+    api = deployment.docker("ps -q --filter label=ai-meeting.service=api").stdout.split()
     assert len(api) == 3, api
     for cid in api:
         logs_out = deployment.docker(f"logs {cid}", check=False)
@@ -508,9 +508,15 @@ def failed_up(p: PulumiProject, what: str) -> tuple[str, float]:
 SSH_FAILURE_TARGET_S = 300
 
 
-def record_ssh_failure(record, what: str, seconds: float, clear: bool) -> None:
+def judge_ssh_failure(record, what: str, out: str, seconds: float, cause: str, where: str = r"bootstrap-\w+") -> None:
+    """A failed `up` must name the cause (regex `cause`) and the step (`where`): recorded with
+    its time to the message, then asserted."""
+    names_cause, names_step = re.search(cause, out, re.I), re.search(where, out)
     record(f"prod, SSH: {what} -> `up` fails with a clear message", f"{seconds:.0f} s",
-           f"<= {SSH_FAILURE_TARGET_S} s, names the cause and the step", clear and seconds <= SSH_FAILURE_TARGET_S)
+           f"<= {SSH_FAILURE_TARGET_S} s, names the cause and the step",
+           bool(names_cause and names_step) and seconds <= SSH_FAILURE_TARGET_S)
+    assert names_cause, out[-3000:]
+    assert names_step, f"the failure does not say where:\n{out[-3000:]}"
 
 
 def test_a_failed_bootstrap_step_stops_up_and_the_fixed_up_finishes(deployment: Deployment) -> None:
@@ -539,11 +545,8 @@ def test_a_bad_ssh_key_fails_clearly_and_the_next_up_finishes(deployment: Deploy
     p.configure(bootstrap={"min_cpus": 2})  # a step must connect
     try:
         out, seconds = failed_up(p, "a key the server does not know")
-        clear = bool(re.search(r"unable to authenticate|permission denied|handshake failed", out, re.I)
-                     and re.search(r"bootstrap-\w+|docker", out))
-        record_ssh_failure(record, "wrong private key", seconds, clear)
-        assert re.search(r"unable to authenticate|permission denied|handshake failed", out, re.I), out[-3000:]
-        assert re.search(r"bootstrap-\w+|docker", out), f"the failure does not say where:\n{out[-3000:]}"
+        judge_ssh_failure(record, "wrong private key", out, seconds,
+                          r"unable to authenticate|permission denied|handshake failed", r"bootstrap-\w+|docker")
         assert s.private_key not in out and stranger.read_text() not in out, "a private key was printed"
     finally:
         p.set_secret("target.private_key", s.private_key)
@@ -565,10 +568,7 @@ def test_an_unreachable_host_fails_clearly_and_the_next_up_finishes(deployment: 
     p.configure(target={**target, "private_key": key}, bootstrap={"min_cpus": 1})
     try:
         out, seconds = failed_up(p, "an unreachable host (port 2299)")
-        record_ssh_failure(record, "unreachable host", seconds, bool(
-            re.search(r"connection refused|dial tcp|unable to connect", out, re.I) and re.search(r"bootstrap-\w+", out)))
-        assert re.search(r"connection refused|dial tcp|unable to connect", out, re.I), out[-3000:]
-        assert re.search(r"bootstrap-\w+", out), f"the failure does not say where:\n{out[-3000:]}"
+        judge_ssh_failure(record, "unreachable host", out, seconds, r"connection refused|dial tcp|unable to connect")
     finally:
         p.configure(target={"kind": "ssh", "host": s.host, "port": s.port, "user": s.user, "private_key": key})
     assert_nothing_half_applied(d, "an up against an unreachable host")
@@ -600,11 +600,8 @@ def test_a_host_key_that_does_not_match_the_pinned_one_fails_clearly(deployment:
     p.configure(target={**target, "host_key": wrong}, bootstrap={"min_cpus": 1})
     try:
         out, seconds = failed_up(p, "a host key that does not match the pinned one")
-        clear = bool(re.search(r"host key mismatch|host key verification failed", out, re.I)
-                     and re.search(r"bootstrap-\w+", out))
-        record_ssh_failure(record, "host key does not match the pinned one", seconds, clear)
-        assert re.search(r"host key mismatch|host key verification failed", out, re.I), out[-3000:]
-        assert re.search(r"bootstrap-\w+", out), f"the failure does not say where:\n{out[-3000:]}"
+        judge_ssh_failure(record, "host key does not match the pinned one", out, seconds,
+                          r"host key mismatch|host key verification failed")
     finally:
         p.configure(target={**target, "host_key": right}, bootstrap={"min_cpus": 1})
     assert_nothing_half_applied(d, "an up against a host with the wrong host key")
@@ -631,10 +628,8 @@ def test_a_user_without_sudo_fails_clearly_and_the_next_up_finishes(deployment: 
     p.configure(target={**target, "user": user}, bootstrap={"min_cpus": 1})
     try:
         out, seconds = failed_up(p, "a user without sudo")
-        clear = bool(re.search(r"sudo: a password is required|not in the sudoers|may not run sudo", out, re.I)
-                     and re.search(r"bootstrap-\w+", out))
-        record_ssh_failure(record, "user without sudo", seconds, clear)
-        assert clear, out[-3000:]
+        judge_ssh_failure(record, "user without sudo", out, seconds,
+                          r"sudo: a password is required|not in the sudoers|may not run sudo")
     finally:
         p.configure(target=target, bootstrap={"min_cpus": 1})
     try:
@@ -710,13 +705,7 @@ def test_no_secret_in_plain_text_in_state_output_server_processes_or_loose_files
     finally:
         s.sudo(f"rm -f {patterns}")
     loose = [f"server:{path}" for path in found]
-    for root in (d.project.dir, Path(d.project.env["AI_MEETING_CACHE"])):
-        for path in root.rglob("*") if root.exists() else []:
-            if path.is_symlink() or not path.is_file() or path.stat().st_size > 5_000_000:
-                continue
-            mode = path.stat().st_mode & 0o777
-            if mode & 0o077 and any(v in path.read_text(errors="ignore") for v in secrets.values()):
-                loose.append(f"{path} ({mode:o})")
+    loose += loose_files_containing(secrets.values(), d.project.dir, Path(d.project.env["AI_MEETING_CACHE"]))
     leaks = {"state": in_state, "up output": in_output, "server ps": in_ps, "files looser than 0600": loose}
     record("prod: generated secrets and the deploy key in plain text: state, up output, server process list, loose files",
            "none" if not any(leaks.values()) else str(leaks), "none", not any(leaks.values()))
@@ -876,7 +865,7 @@ def test_a_full_data_filesystem_is_reported_corrupts_nothing_and_service_returns
         size = faults.data_on_small_fs(s, headroom_mb=48)
         faults.wait_until("data services healthy on the small filesystem", lambda: faults.all_healthy(s), timeout=180)
         faults.wait_until("API deps", lambda: faults.deps(s, root_pem)[0] == 200, timeout=60)
-        df = faults.fill(s)
+        faults.fill(s)
         filled = time.monotonic()
         # A write that needs space: PostgreSQL refuses it (and rolls it back).
         big = _psql(s, "INSERT INTO diskfull_probe SELECT g, repeat(md5(g::text), 40) FROM generate_series(100001, 200000) g",

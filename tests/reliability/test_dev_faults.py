@@ -10,7 +10,6 @@ import hashlib
 import json
 import os
 import socket
-import stat
 import subprocess
 import threading
 import time
@@ -22,6 +21,7 @@ from tests.e2e import netcheck
 from tests.e2e.dockerd import restart_dockerd
 from tests.e2e.engine import PulumiProject, require_engine, require_local_images
 from tests.e2e.load import LoadLoop
+from tests.leaks import loose_files_containing
 
 pytestmark = [pytest.mark.reliability, pytest.mark.e2e, pytest.mark.timeout(1800)]
 
@@ -279,14 +279,7 @@ def test_no_secret_in_plain_text_in_state_output_processes_or_loose_files(stack,
     in_output = [k for k, v in secrets.items() if v in stack.up_output]
     processes = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
     in_ps = [k for k, v in secrets.items() if v in processes]
-    loose = []
-    for root in (stack.project.dir, Path(stack.project.env["AI_MEETING_CACHE"])):
-        for path in root.rglob("*") if root.exists() else []:
-            if path.is_symlink() or not path.is_file() or path.stat().st_size > 5_000_000:
-                continue
-            mode = stat.S_IMODE(path.stat().st_mode)
-            if mode & 0o077 and any(v in path.read_text(errors="ignore") for v in secrets.values()):
-                loose.append(f"{path} ({mode:o})")
+    loose = loose_files_containing(secrets.values(), stack.project.dir, Path(stack.project.env["AI_MEETING_CACHE"]))
     found = {"state": in_state, "up output": in_output, "ps": in_ps, "files looser than 0600": loose}
     record("generated secrets in plain text: state, up output, host process list, loose files",
            "none" if not any(found.values()) else str(found), "none", not any(found.values()))
