@@ -167,7 +167,8 @@ class Rendered:
 
 
 def render_compose(cfg: StackConfig | None = None) -> Rendered:
-    from components.proxy import UPSTREAMS_DIR, nginx_site
+    from components.assembly import nginx_site
+    from components.proxy import UPSTREAMS_DIR
     from render.nginx import render_nginx_upstreams
 
     cfg = cfg or stack_config(COMPOSE)

@@ -1,4 +1,4 @@
-"""The API service (R5, R10, R14, R15, R20): N replicas, migrations, verification.
+"""The API on one server (R5, R10, R14, R15, R20): migrations, then N replicas.
 
 Replicas are auto-named and publish no host port, so a new image or setting starts new
 containers (healthy first, `wait=True`) while the old ones still serve. nginx's upstream
@@ -9,7 +9,6 @@ Each replica also answers on the network aliases `api` and `api-<i>`.
 
 from __future__ import annotations
 
-import shlex
 from dataclasses import dataclass
 
 import pulumi
@@ -17,7 +16,8 @@ import pulumi_docker as docker
 
 from config.model import StackConfig
 
-from .service import DockerSite, Health, ServiceSpec, service_container
+from . import catalogue, on_server
+from .on_server import ServerSite
 from .target import HostShell
 
 
@@ -83,12 +83,6 @@ def replica_alias(i: int) -> str:
     return f"api-{i}"
 
 
-def migrate_script(docker_cli: str, container: str, migrate_command: list[str]) -> str:
-    """§7.2: run the migrations inside a running API container (it has the full environment,
-    so no secret passes through a command line)."""
-    return f"set -euo pipefail\n{docker_cli} exec {container} {shlex.join(migrate_command)}"
-
-
 class Api(pulumi.ComponentResource):
     replicas: list[docker.Container]
     upstreams: list[str]
@@ -99,60 +93,33 @@ class Api(pulumi.ComponentResource):
         self,
         name: str,
         *,
-        site: DockerSite,
-        image: pulumi.Input[str],
-        secrets: pulumi.Output[ApiSecrets],
+        args: catalogue.ApiArgs,
+        site: ServerSite,
         shell: HostShell,
         depends_on: list[pulumi.Resource],
         opts: pulumi.ResourceOptions | None = None,
     ):
         super().__init__("ai-meeting:api:Api", name, None, opts)
-        cfg = site.cfg
-        envs = pulumi.Output.secret(secrets.apply(lambda s: [f"{k}={v}" for k, v in api_environment(cfg, s).items()]))
-        health_url = f"http://127.0.0.1:{cfg.api.port}{cfg.api.health_path}"
-        self.replicas = []
-        for i in range(1, cfg.api.replicas + 1):
-            self.replicas.append(
-                service_container(
-                    replica_alias(i),
-                    ServiceSpec(
-                        service="api",
-                        image=image,
-                        limits=cfg.resources.api,
-                        envs=envs,
-                        aliases=[replica_alias(i)],
-                        # Host-side app logs (plan: ./logs/app) only where the plan's layout exists.
-                        volumes=(
-                            [docker.ContainerVolumeArgs(host_path=f"{cfg.install_dir}/logs/app", container_path="/app/logs")]
-                            if cfg.is_remote
-                            else []
-                        ),
-                        health=Health(
-                            test=["CMD-SHELL", f"curl -fsS {health_url} >/dev/null || wget -qO /dev/null {health_url}"],
-                            interval="2s",
-                            timeout="5s",
-                            retries=15,  # 30 s of failures, as 3 x 10 s did
-                            start_period="40s",
-                        ),
-                        extra_labels={"ai-meeting.replica": str(i)},
-                        wait_timeout=cfg.api.start_timeout,
-                    ),
-                    site,
-                    parent=self,
-                    depends_on=depends_on,  # starts only after db/redis/minio are healthy (R10)
-                )
-            )
-        self.upstreams = [f"{replica_alias(i)}:{cfg.api.port}" for i in range(1, cfg.api.replicas + 1)]
-        self.port = cfg.api.port
+        api = args.api
         self.migrations = None
-        if cfg.api.run_migrations:
-            first = self.replicas[0]
+        if api.run_migrations:
+            # Before the new release's replicas start, in a throwaway container (catalogue).
             self.migrations = shell.run(
                 "api-migrations",
-                first.name.apply(lambda n: migrate_script(shell.docker_cli, n, cfg.api.migrate_command)),
+                pulumi.Output.all(site.network_name, args.image).apply(
+                    lambda v: catalogue.migrate_script(shell.docker_cli, v[0], v[1], api.migrate_command)
+                ),
+                stdin=pulumi.Output.secret(args.environment).apply(catalogue.env_file),
                 parent=self,
                 # Re-run when the image (new release) or the command changes.
-                triggers=[first.image, " ".join(cfg.api.migrate_command)],
-                depends_on=[first],
+                triggers=[args.image, " ".join(api.migrate_command)],
+                depends_on=depends_on,
             )
+        self.replicas = on_server.containers(
+            catalogue.api(args), site, parent=self,
+            # Starts only after db/redis/minio are healthy (R10) and the schema is migrated.
+            depends_on=[*depends_on, *([self.migrations] if self.migrations else [])],
+        )
+        self.upstreams = [f"{replica_alias(i)}:{api.port}" for i in range(1, api.replicas + 1)]
+        self.port = api.port
         self.register_outputs({"replicas": [c.name for c in self.replicas], "upstreams": self.upstreams})

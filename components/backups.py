@@ -9,28 +9,9 @@ from __future__ import annotations
 
 import pulumi
 
-from config.model import StackConfig
 from render.backup import BackupSettings, render_backup_cron, render_backup_script, render_restore_script
 
-from .service import LABEL_KIND, LABEL_SERVICE, LABEL_STACK
 from .target import HostShell, install_files_script, sha256
-
-
-def backup_settings(cfg: StackConfig) -> BackupSettings:
-    return BackupSettings(
-        install_dir=cfg.install_dir,
-        backup_dir=cfg.backup.dir,
-        retention_days=cfg.backup.retention_days,
-        schedule=cfg.backup.schedule,
-        postgres_container=cfg.container_name("postgres"),
-        redis_container=cfg.container_name("redis"),
-        minio_container=cfg.container_name("minio"),
-        proxy_container=cfg.container_name("nginx"),
-        db_name=cfg.database.name,
-        db_user=cfg.database.user,
-        # The API replicas (auto-named): stopped while the data is replaced, started after.
-        app_labels=(f"{LABEL_KIND}=service", f"{LABEL_SERVICE}=api", f"{LABEL_STACK}={pulumi.get_stack()}"),
-    )
 
 
 class Backups(pulumi.ComponentResource):
@@ -39,18 +20,18 @@ class Backups(pulumi.ComponentResource):
     def __init__(
         self,
         name: str,
-        cfg: StackConfig,
+        settings: BackupSettings,
         shell: HostShell,
         depends_on: list[pulumi.Resource],
         opts: pulumi.ResourceOptions | None = None,
     ):
         super().__init__("ai-meeting:backups:Backups", name, None, opts)
-        s = backup_settings(cfg)
+        s = settings
         script = install_files_script(
             {s.backup_script_path: render_backup_script(s), s.restore_script_path: render_restore_script(s)},
             cron_name="ai-meeting-backup",
             cron=render_backup_cron(s),
-        ) + f"\nsudo install -d -m 0700 {cfg.backup.dir}"
+        ) + f"\nsudo install -d -m 0700 {s.backup_dir}"
         self.installed = shell.run(
             "backup-install",
             script,
@@ -59,5 +40,5 @@ class Backups(pulumi.ComponentResource):
             depends_on=depends_on,
         )
         self.register_outputs(
-            {"schedule": cfg.backup.schedule, "dir": cfg.backup.dir, "retention_days": cfg.backup.retention_days}
+            {"schedule": s.schedule, "dir": s.backup_dir, "retention_days": s.retention_days}
         )

@@ -7,37 +7,25 @@ run in order; scripts are idempotent, so an interrupted `up` is finished by the 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pulumi
 import pulumi_command as command
 
-from config.model import SshTarget, StackConfig
 from render.bootstrap import BootstrapSettings, BootstrapStep, render_bootstrap_steps
 
 from .target import sha256
 
 
-def bootstrap_settings(cfg: StackConfig) -> BootstrapSettings:
-    assert isinstance(cfg.target, SshTarget)
-    b = cfg.bootstrap
-    ssh_port = b.ssh_port or cfg.target.port
-    return BootstrapSettings(
-        deploy_user=cfg.target.user,
-        timezone=cfg.timezone,
-        ssh_port=ssh_port,
-        allowed_tcp_ports=tuple(sorted({ssh_port, *b.allowed_tcp_ports})),
-        install_dir=cfg.install_dir,
-        min_cpus=b.min_cpus,
-        min_memory_gb=b.min_memory_gb,
-        min_disk_gb=b.min_disk_gb,
-        preflight_mode=b.preflight_mode,
-        letsencrypt=cfg.tls.mode == "letsencrypt",
-        app_log_uid=cfg.api.log_uid,
-    )
+@dataclass(frozen=True)
+class BootstrapArgs:
+    settings: BootstrapSettings  # what the rendered steps need (render/bootstrap.py)
+    harden_ssh: bool = True
 
 
-def bootstrap_steps(cfg: StackConfig) -> list[BootstrapStep]:
-    steps = render_bootstrap_steps(bootstrap_settings(cfg))
-    if not cfg.bootstrap.harden_ssh:
+def bootstrap_steps(args: BootstrapArgs) -> list[BootstrapStep]:
+    steps = render_bootstrap_steps(args.settings)
+    if not args.harden_ssh:
         steps = [s for s in steps if s.name != "hardening"]
     return steps
 
@@ -50,7 +38,7 @@ class Bootstrap(pulumi.ComponentResource):
     def __init__(
         self,
         name: str,
-        cfg: StackConfig,
+        args: BootstrapArgs,
         connection: command.remote.ConnectionArgs,
         opts: pulumi.ResourceOptions | None = None,
         step_prefix: str = "bootstrap",  # a swarm bootstraps several servers: one prefix each
@@ -59,7 +47,7 @@ class Bootstrap(pulumi.ComponentResource):
         self.steps = []
         previous: list[pulumi.Resource] = []
         report: pulumi.Output[str] = pulumi.Output.from_input("")
-        for step in bootstrap_steps(cfg):
+        for step in bootstrap_steps(args):
             cmd = command.remote.Command(
                 f"{step_prefix}-{step.name}",
                 connection=connection,
@@ -78,7 +66,7 @@ class Bootstrap(pulumi.ComponentResource):
         # Resolves only when the last step finished: the Docker provider waits on it.
         self.done = pulumi.Output.all(*[s.id for s in self.steps]).apply(lambda ids: sha256(",".join(ids)))
         report.apply(_warn_on_preflight)
-        self.register_outputs({"steps": [s.name for s in bootstrap_steps(cfg)], "preflight": report})
+        self.register_outputs({"steps": [s.name for s in bootstrap_steps(args)], "preflight": report})
 
 
 def _warn_on_preflight(text: str) -> None:

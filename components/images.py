@@ -14,7 +14,8 @@ import pulumi
 import pulumi_command as command
 import pulumi_docker as docker
 
-from config.model import SshTarget, StackConfig
+from config.model import Images as ImagesConfig
+from config.model import SshTarget
 
 from .target import ssh_options
 
@@ -28,29 +29,28 @@ class Images(pulumi.ComponentResource):
     def __init__(
         self,
         name: str,
-        cfg: StackConfig,
+        refs: dict[str, str],  # service -> pinned image reference (config images.*)
+        images: ImagesConfig,
         provider: docker.Provider,
         after: list[pulumi.Resource],
+        ssh_target: SshTarget | None = None,  # images.upload: copy them to this server first
         opts: pulumi.ResourceOptions | None = None,
     ):
         super().__init__("ai-meeting:images:Images", name, None, opts)
-        wanted = SERVICES + (MONITORING if cfg.monitoring.enabled else ())
-        wanted += ("grafana",) if cfg.monitoring.enabled and cfg.monitoring.grafana else ()
         self.ids = {}
-        for service in wanted:
-            ref = getattr(cfg.images, service)
-            uploaded = [upload_image(service, ref, cfg, self, after)] if cfg.images.upload else []
+        for service, ref in refs.items():
+            uploaded = [upload_image(service, ref, ssh_target, self, after)] if images.upload and ssh_target else []
             image = docker.RemoteImage(
                 f"{service}-image",
                 name=ref,
                 keep_locally=True,
                 # pull=False: the image must already be on the target (air-gapped, local builds);
                 # the engine then finds it locally and never contacts a registry.
-                pull_triggers=[ref] if cfg.images.pull else None,
+                pull_triggers=[ref] if images.pull else None,
                 opts=pulumi.ResourceOptions(parent=self, provider=provider, depends_on=uploaded),
             )
             self.ids[service] = image.image_id
-        self.register_outputs({"refs": {s: getattr(cfg.images, s) for s in wanted}})
+        self.register_outputs({"refs": refs})
 
 
 def local_image_id(ref: str) -> str:
@@ -61,11 +61,9 @@ def local_image_id(ref: str) -> str:
 
 
 def upload_image(
-    service: str, ref: str, cfg: StackConfig, parent: pulumi.Resource, after: list[pulumi.Resource]
+    service: str, ref: str, target: SshTarget, parent: pulumi.Resource, after: list[pulumi.Resource]
 ) -> command.local.Command:
     """`docker save | ssh docker load` with the deploy key; re-runs when the local image changes."""
-    target = cfg.target
-    assert isinstance(target, SshTarget)
     ssh = shlex.join(["ssh", *ssh_options(target, pulumi.get_stack()), "-p", str(target.port), f"{target.user}@{target.host}"])
     return command.local.Command(
         f"{service}-image-upload",

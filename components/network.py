@@ -5,8 +5,6 @@ from __future__ import annotations
 import pulumi
 import pulumi_docker as docker
 
-from config.model import StackConfig
-
 DATA_SERVICES = ("postgres", "redis", "minio")
 
 
@@ -15,12 +13,19 @@ class NetworkAndData(pulumi.ComponentResource):
     volumes: dict[str, docker.Volume]
 
     def __init__(
-        self, name: str, cfg: StackConfig, provider: docker.Provider, opts: pulumi.ResourceOptions | None = None
+        self,
+        name: str,
+        *,
+        name_prefix: str,
+        data_dir: str | None,  # servers: the plan's <install_dir>/data/<service>; None: plain volumes
+        protect: bool,
+        provider: docker.Provider,
+        opts: pulumi.ResourceOptions | None = None,
     ):
         super().__init__("ai-meeting:network:NetworkAndData", name, None, opts)
         network = docker.Network(
             "network",
-            name=f"{cfg.name_prefix}-network",
+            name=f"{name_prefix}-network",
             driver="bridge",
             labels=[docker.NetworkLabelArgs(label="ai-meeting.stack", value=pulumi.get_stack())],
             opts=pulumi.ResourceOptions(parent=self, provider=provider),
@@ -31,13 +36,13 @@ class NetworkAndData(pulumi.ComponentResource):
             # On a server the data lives where the plan puts it (/opt/ai-meeting/data/<svc>),
             # so operators can find it; locally a plain named volume is enough.
             driver_opts = (
-                {"type": "none", "o": "bind", "device": f"{cfg.install_dir}/data/{service}"}
-                if cfg.is_remote
+                {"type": "none", "o": "bind", "device": f"{data_dir}/{service}"}
+                if data_dir
                 else None
             )
             self.volumes[service] = docker.Volume(
                 f"{service}-data",
-                name=f"{cfg.name_prefix}-{service}-data",
+                name=f"{name_prefix}-{service}-data",
                 driver="local",
                 driver_opts=driver_opts,
                 labels=[
@@ -49,8 +54,8 @@ class NetworkAndData(pulumi.ComponentResource):
                     provider=provider,
                     # Data must outlive any `up` or `destroy`: in prod it is protected, and kept
                     # on the server even if removed from the program.
-                    protect=cfg.protect,
-                    retain_on_delete=cfg.protect,
+                    protect=protect,
+                    retain_on_delete=protect,
                 ),
             )
         self.register_outputs(

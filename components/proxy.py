@@ -1,4 +1,4 @@
-"""nginx (R12, R13, R20): the only container that listens beyond 127.0.0.1.
+"""nginx on one server (R12, R13, R20): the only container that listens beyond 127.0.0.1.
 
 Its config is rendered from the stack config (render/nginx.py) and put into the container.
 The upstreams (API replicas and web, by container name) live in a separate file on a volume:
@@ -8,49 +8,19 @@ a rollout or a scale change rewrites that file and reloads nginx, never restarti
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 
 import pulumi
 import pulumi_docker as docker
 
-from config.model import StackConfig
+from config.model import Limits
 from render.nginx import NginxSite, render_nginx_conf, render_nginx_upstreams
 
-from .service import DockerSite, Health, ServiceSpec, loopback_port, service_container, upload
+from . import catalogue, on_server
+from .definition import DataVolume
+from .on_server import ServerSite
 from .target import HostShell
-from .tls import CERT_DIR_IN_NGINX, TlsMaterial
-
-
-def nginx_site(cfg: StackConfig, api_upstreams: list[str], web_upstream: str, acme_webroot: str | None) -> NginxSite:
-    return NginxSite(
-        server_names=tuple(cfg.domains),
-        api_upstreams=tuple(api_upstreams),
-        web_upstream=web_upstream,
-        public_https_port=cfg.nginx.https_port,
-        worker_connections=cfg.nginx.worker_connections,
-        client_max_body_size=cfg.nginx.client_max_body_size,
-        ssl_certificate=f"{CERT_DIR_IN_NGINX}/fullchain.pem",
-        ssl_certificate_key=f"{CERT_DIR_IN_NGINX}/privkey.pem",
-        acme_webroot="/var/www/acme" if acme_webroot else None,
-    )
-
-
-def verify_script(cfg: StackConfig, docker_cli: str) -> str:
-    """§7.3 after every deploy: /health and /api/health through nginx, from the Docker host.
-    Retries briefly: nginx may still be reloading."""
-    host = cfg.canonical_domain
-    port = cfg.nginx.https_port
-    base = f"https://{host}:{port}"
-    resolve = f"--resolve {host}:{port}:127.0.0.1"
-    checks = " && ".join(
-        f"curl -fsS -k --max-time 5 {resolve} {base}{path} >/dev/null" for path in ("/health", "/api/health")
-    )
-    return (
-        "set -euo pipefail\n"
-        f"for i in $(seq 1 30); do if {checks}; then echo 'verified: /health and /api/health answer'; exit 0; fi; sleep 2; done\n"
-        f"echo 'post-deploy check failed: {base}/health or /api/health does not answer' >&2\n"
-        f"{docker_cli} logs --tail 20 {cfg.container_name('nginx')} >&2 || true\n"
-        "exit 1"
-    )
+from .tls import TlsMaterial
 
 
 UPSTREAMS_DIR = "/etc/nginx/upstreams"
@@ -91,6 +61,19 @@ else
 fi"""
 
 
+@dataclass(frozen=True)
+class ProxyArgs:
+    image: pulumi.Input[str]
+    limits: Limits
+    timezone: str
+    site: NginxSite  # server names, ports, limits; upstreams are filled in here
+    http_port: int
+    https_port: int
+    tls: TlsMaterial
+    loopback_api_port: int | None = None  # 127.0.0.1:<port> -> the API replicas, plain HTTP
+    log_dir: str | None = None  # servers: <install_dir>/logs/nginx
+
+
 class Proxy(pulumi.ComponentResource):
     container: docker.Container
     conf: str
@@ -100,98 +83,70 @@ class Proxy(pulumi.ComponentResource):
         self,
         name: str,
         *,
-        site: DockerSite,
-        image: pulumi.Input[str],
-        tls_material: TlsMaterial,
+        args: ProxyArgs,
+        site: ServerSite,
         api_replicas: list[docker.Container],
         api_port: int,
-        web: docker.Container,
+        web: list[docker.Container],
         web_port: int,
         shell: HostShell,
         depends_on: list[pulumi.Resource],
         opts: pulumi.ResourceOptions | None = None,
     ):
         super().__init__("ai-meeting:proxy:Proxy", name, None, opts)
-        cfg = site.cfg
-        acme = tls_material.acme_webroot
-        loopback_api = cfg.loopback_ports.api
+        tls_material = args.tls
+        acme = "/var/www/acme" if tls_material.acme_webroot else None
+        base = dataclasses.replace(args.site, acme_webroot=acme)
         # nginx.conf itself does not name the replicas: scaling or a rollout only rewrites the
         # included upstream file and reloads (no nginx restart, no dropped connection).
         self.conf = render_nginx_conf(
             dataclasses.replace(
-                nginx_site(cfg, [f"api:{api_port}"], f"web:{web_port}", acme),
+                base,
                 upstreams_include=UPSTREAMS_FILE,
-                listen_api_loopback=API_LOOPBACK_LISTEN if loopback_api else None,
+                listen_api_loopback=API_LOOPBACK_LISTEN if args.loopback_api_port else None,
             )
         )
-        self.upstreams_conf = pulumi.Output.all(web.name, *[c.name for c in api_replicas]).apply(
+        self.upstreams_conf = pulumi.Output.all(pulumi.Output.all(*[c.name for c in web]), *[c.name for c in api_replicas]).apply(
             lambda names: render_nginx_upstreams(
-                nginx_site(cfg, [f"{n}:{api_port}" for n in names[1:]], f"{names[0]}:{web_port}", acme)
+                dataclasses.replace(base, api_upstreams=tuple(f"{n}:{api_port}" for n in names[1:]),
+                                    web_upstream=f"{names[0][0]}:{web_port}")
             )
         )
         upstreams_volume = docker.Volume(
             "nginx-upstreams",
-            name=f"{cfg.name_prefix}-nginx-upstreams",
+            name=f"{site.name_prefix}-nginx-upstreams",
             labels=[docker.VolumeLabelArgs(label="ai-meeting.stack", value=pulumi.get_stack())],
             opts=pulumi.ResourceOptions(parent=self, provider=site.provider),
         )
-        nginx_name = cfg.container_name("nginx")
+        nginx_name = f"{site.name_prefix}-nginx"
         upstreams = shell.run(
             "nginx-upstreams-reload",
-            pulumi.Output.all(upstreams_volume.name, image, self.upstreams_conf).apply(
+            pulumi.Output.all(upstreams_volume.name, args.image, self.upstreams_conf).apply(
                 lambda v: upstreams_script(shell.docker_cli, nginx_name, v[0], v[1], v[2])
             ),
             parent=self,
             triggers=[self.upstreams_conf],
-            depends_on=[*depends_on, *api_replicas, web],
+            depends_on=[*depends_on, *api_replicas, *web],
         )
-        uploads = [upload("/etc/nginx/nginx.conf", self.conf)]
-        volumes: list[docker.ContainerVolumeArgs] = [
-            docker.ContainerVolumeArgs(volume_name=upstreams_volume.name, container_path=UPSTREAMS_DIR, read_only=True)
-        ]
-        if tls_material.host_dir:
-            volumes.append(docker.ContainerVolumeArgs(host_path=tls_material.host_dir, container_path=CERT_DIR_IN_NGINX, read_only=True))
-        else:
-            assert tls_material.certificate_pem is not None and tls_material.private_key_pem is not None
-            uploads += [
-                upload(f"{CERT_DIR_IN_NGINX}/fullchain.pem", tls_material.certificate_pem),
-                upload(f"{CERT_DIR_IN_NGINX}/privkey.pem", tls_material.private_key_pem, mode=0o600),
-            ]
-        if tls_material.acme_webroot:
-            volumes.append(docker.ContainerVolumeArgs(host_path=tls_material.acme_webroot, container_path="/var/www/acme", read_only=True))
-        if cfg.is_remote:
-            volumes.append(docker.ContainerVolumeArgs(host_path=f"{cfg.install_dir}/logs/nginx", container_path="/var/log/nginx"))
-        bind = cfg.nginx.bind_address
-        ports = [
-            docker.ContainerPortArgs(internal=80, external=cfg.nginx.http_port, ip=bind),
-            docker.ContainerPortArgs(internal=443, external=cfg.nginx.https_port, ip=bind),
-        ]
-        if loopback_api:
-            ports.append(loopback_port(API_LOOPBACK_LISTEN, loopback_api))
-        health_url = "https://127.0.0.1/health"
-        self.container = service_container(
-            "nginx",
-            ServiceSpec(
-                service="nginx",
-                image=image,
-                limits=cfg.resources.nginx,
-                container_name=cfg.container_name("nginx"),
-                delete_before_replace=True,  # fixed host ports 80/443 (pulumi-docker #1356)
-                envs=[f"TZ={cfg.timezone}"],
-                uploads=uploads,
-                volumes=volumes,
-                ports=ports,
-                health=Health(
-                    test=["CMD-SHELL", f"curl -fsSk {health_url} >/dev/null || wget -q --no-check-certificate -O /dev/null {health_url}"]
-                ),
-            ),
-            site,
-            parent=self,
-            depends_on=[upstreams, *tls_material.ready],
+        definition = catalogue.nginx(
+            catalogue.NginxArgs(
+                image=args.image, limits=args.limits, timezone=args.timezone, conf=self.conf,
+                http_port=args.http_port, https_port=args.https_port,
+                certificate_pem=tls_material.certificate_pem, private_key_pem=tls_material.private_key_pem,
+                cert_dir=tls_material.host_dir, acme_webroot=tls_material.acme_webroot, log_dir=args.log_dir,
+                loopback_ports=[(API_LOOPBACK_LISTEN, args.loopback_api_port)] if args.loopback_api_port else [],
+            )
+        )
+        # The upstream file lives on a volume that only nginx on one server has.
+        site_with_upstreams = dataclasses.replace(site, volumes={**site.volumes, "nginx-upstreams": upstreams_volume.name})
+        definition = dataclasses.replace(definition, volumes=[DataVolume("nginx-upstreams", UPSTREAMS_DIR, read_only=True)])
+        (self.container,) = on_server.containers(
+            definition, site_with_upstreams, parent=self, depends_on=[upstreams, *tls_material.ready]
         )
         self.verified = shell.run(
             "verify-deploy",
-            verify_script(cfg, shell.docker_cli),
+            catalogue.verify_script(args.site.server_names[0], args.https_port,
+                                    diagnose=f"{shell.docker_cli} logs --tail 20 {nginx_name}"),
             parent=self,
             triggers=[self.upstreams_conf, self.container.id],
             depends_on=[upstreams, self.container],

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pulumi
 import pulumi_random as random
 
-from config.model import StackConfig
+from config.model import Rotation
 
 # Alphanumeric only: these go into URLs (DATABASE_URL, REDIS_URL) and shell-free env files
 # unescaped. 40 characters of [A-Za-z0-9] is ~238 bits, more than the plan's 32 random bytes.
@@ -23,14 +23,12 @@ class Secrets(pulumi.ComponentResource):
     turn_password: pulumi.Output[str]
     jwt_secret: pulumi.Output[str]
 
-    def __init__(self, name: str, cfg: StackConfig, opts: pulumi.ResourceOptions | None = None):
+    def __init__(self, name: str, rotation: Rotation, protect: bool, opts: pulumi.ResourceOptions | None = None):
         super().__init__("ai-meeting:secrets:Secrets", name, None, opts)
         # Postgres reads its password only at first init: a regenerated password would lock
         # the API out of its own database (pulumi-random #258). Protect them in prod; rotate
         # with the README runbook, which changes the password inside Postgres too.
-        child = pulumi.ResourceOptions(parent=self, protect=cfg.protect)
-
-        rotation = cfg.rotation
+        child = pulumi.ResourceOptions(parent=self, protect=protect)
 
         def password(resource: str, generation: int) -> pulumi.Output[str]:
             return random.RandomPassword(

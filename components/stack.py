@@ -1,21 +1,26 @@
-"""The whole AI Meeting stack: wires the components in dependency order."""
+"""The AI Meeting stack on one server (target local or ssh): the components in dependency order.
+
+This module, components/swarm_stack.py and components/assembly.py are the only readers of
+`StackConfig`; every component gets narrow args.
+"""
 
 from __future__ import annotations
 
 import pulumi
 
-from config.model import StackConfig
+from config.model import LocalTarget, SshTarget, StackConfig
 
-from .api import Api, ApiSecrets
+from . import assembly
+from .api import Api
 from .backups import Backups
 from .bootstrap import Bootstrap
-from .datastores import Minio, Placement, Postgres, Redis
+from .datastores import Minio, Postgres, Redis
 from .images import Images
-from .monitoring import Monitoring, MonitoringImages
+from .monitoring import Monitoring
 from .network import NetworkAndData
-from .proxy import Proxy
+from .on_server import ServerSite
+from .proxy import ProxyArgs, Proxy
 from .secrets import Secrets
-from .service import DockerSite
 from .target import HostShell, make_docker_provider, ssh_connection
 from .tls import Tls
 from .web import Web
@@ -26,68 +31,74 @@ class AiMeetingStack(pulumi.ComponentResource):
         super().__init__("ai-meeting:stack:AiMeeting", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         stack = pulumi.get_stack()
+        target = cfg.target
+        assert isinstance(target, (LocalTarget, SshTarget))
+        server = isinstance(target, SshTarget)
 
-        connection = ssh_connection(cfg.target) if cfg.target.kind == "ssh" else None  # type: ignore[arg-type]
-        self.bootstrap = Bootstrap("bootstrap", cfg, connection, child) if connection else None
+        connection = ssh_connection(target) if isinstance(target, SshTarget) else None
+        self.bootstrap = Bootstrap("bootstrap", assembly.ssh_bootstrap_args(cfg), connection, child) if connection else None
         ready = self.bootstrap.done if self.bootstrap else None
         bootstrap_done = self.bootstrap.steps[-1:] if self.bootstrap else []
-        provider = make_docker_provider(cfg, stack, ready=ready, opts=child)
-        shell = HostShell(cfg, connection, stack)
+        provider = make_docker_provider(target, stack, ready=ready, opts=child)
+        shell = HostShell(target, connection, stack)
 
-        self.secrets = Secrets("secrets", cfg, child)
-        self.tls = Tls("tls", cfg, shell, bootstrap_done, child)
-        data = NetworkAndData("network", cfg, provider, child)
-        images = Images("images", cfg, provider, bootstrap_done, child)
-        site = DockerSite(cfg, provider, data.network_name)
+        self.secrets = Secrets("secrets", cfg.rotation, cfg.protect, child)
+        self.tls = Tls("tls", assembly.tls_args(cfg), shell, bootstrap_done, child)
+        data = NetworkAndData("network", name_prefix=cfg.name_prefix, data_dir=f"{cfg.install_dir}/data" if server else None,
+                              protect=cfg.protect, provider=provider, opts=child)
+        images = Images("images", assembly.image_refs(cfg), cfg.images, provider, bootstrap_done,
+                        ssh_target=target if server else None, opts=child)
+        ids = images.ids
+        site = ServerSite(provider=provider, network_name=data.network_name, name_prefix=cfg.name_prefix,
+                          volumes={k: v.name for k, v in data.volumes.items()}, bind_address=cfg.nginx.bind_address)
 
-        def place(service: str) -> Placement:
-            return Placement(site, images.ids[service], data.volumes[service])
-
-        self.postgres = Postgres("postgres", place("postgres"), self.secrets.db_password, shell, child)
-        self.redis = Redis("redis", place("redis"), self.secrets.redis_password, child)
-        self.minio = Minio("minio", place("minio"), self.secrets.minio_password, shell, child)
-
-        s = self.secrets
-        api_secrets = pulumi.Output.all(
-            s.db_password, s.redis_password, s.minio_password, s.turn_password, s.jwt_secret
-        ).apply(lambda v: ApiSecrets(*v, smtp_password=cfg.smtp.password.get_secret_value()))
+        self.postgres = Postgres("postgres", assembly.postgres_args(cfg, ids["postgres"], self.secrets), site, shell,
+                                 cfg.rotation.db_password, child)
+        self.redis = Redis("redis", assembly.redis_args(cfg, ids["redis"], self.secrets), site, child)
+        self.minio = Minio("minio", assembly.minio_args(cfg, ids["minio"], self.secrets), site, shell, child)
         self.api = Api(
             "api",
+            args=assembly.api_args(cfg, ids["api"], self.secrets),
             site=site,
-            image=images.ids["api"],
-            secrets=api_secrets,
             shell=shell,
-            depends_on=[self.postgres.container, self.postgres.password_synced, self.redis.container, self.minio.container, self.minio.bucket_ready],
+            depends_on=[self.postgres.container, self.postgres.password_synced, self.redis.container, self.minio.container,
+                        self.minio.bucket_ready],
             opts=child,
         )
         # web needs nothing of the API: it starts with the data services, off the critical path.
-        self.web = Web("web", site=site, image=images.ids["web"], depends_on=[], opts=child)
+        self.web = Web("web", args=assembly.web_args(cfg, ids["web"]), site=site, opts=child)
         self.proxy = Proxy(
             "proxy",
+            args=ProxyArgs(
+                image=ids["nginx"], limits=cfg.resources.nginx, timezone=cfg.timezone,
+                site=assembly.nginx_site(cfg, [f"api:{cfg.api.port}"], f"web:{cfg.web.port}", None),
+                http_port=cfg.nginx.http_port, https_port=cfg.nginx.https_port, tls=self.tls.material,
+                loopback_api_port=cfg.loopback_ports.api, log_dir=f"{cfg.install_dir}/logs/nginx" if server else None,
+            ),
             site=site,
-            image=images.ids["nginx"],
-            tls_material=self.tls.material,
             api_replicas=self.api.replicas,
             api_port=self.api.port,
-            web=self.web.container,
+            web=self.web.containers,
             web_port=self.web.port,
             shell=shell,
-            depends_on=[self.api.migrations] if self.api.migrations else [],
+            depends_on=[],
             opts=child,
         )
         self.backups = (
-            Backups("backups", cfg, shell, [self.postgres.container, self.redis.container, self.minio.container], child)
-            if cfg.backup.enabled and cfg.is_remote
+            Backups("backups", assembly.backup_settings(cfg), shell,
+                    [self.postgres.container, self.redis.container, self.minio.container], child)
+            if assembly.backups_enabled(cfg)
             else None
         )
         self.monitoring = (
             Monitoring(
-                "monitoring", site=site,
-                images=MonitoringImages(
-                    prometheus=images.ids["prometheus"], node_exporter=images.ids["node_exporter"],
-                    blackbox_exporter=images.ids["blackbox_exporter"], grafana=images.ids.get("grafana"),
-                ),
-                depends_on=self.api.replicas, opts=child,
+                "monitoring",
+                args=assembly.monitoring_args(cfg, ids, stack),
+                grafana_image=ids.get("grafana"),
+                grafana_port=cfg.monitoring.grafana_port,
+                site=site,
+                depends_on=self.api.replicas,
+                opts=child,
             )
             if cfg.monitoring.enabled
             else None
@@ -127,7 +138,8 @@ def common_outputs(cfg: StackConfig, secrets: Secrets, *, network: pulumi.Input[
             "access_key": cfg.minio.root_user,
             "secret_key": pulumi.Output.secret(secrets.minio_password),
         },
-        "backup": {"enabled": backups, "schedule": cfg.backup.schedule, "retention_days": cfg.backup.retention_days},
+        "backup": {"enabled": backups, "schedule": cfg.backup.schedule, "retention_days": cfg.backup.retention_days,
+                   **({"dir": cfg.backup.dir, "restore_command": f"sudo {cfg.install_dir}/bin/restore.sh"} if backups else {})},
     }
 
 
@@ -136,7 +148,7 @@ def stack_outputs(cfg: StackConfig, stack: "AiMeetingStack") -> dict[str, object
     add, don't rename."""
     outputs = common_outputs(cfg, stack.secrets, network=f"{cfg.name_prefix}-network", api=stack.api.upstreams,
                              web=stack.web.upstream, backups=stack.backups is not None)
-    if stack.monitoring:
+    if stack.monitoring and stack.monitoring.prometheus_url:
         outputs["prometheus_url"] = stack.monitoring.prometheus_url
     if stack.monitoring and stack.monitoring.grafana_url:
         outputs["grafana_url"] = stack.monitoring.grafana_url

@@ -18,7 +18,7 @@ import pulumi
 import pulumi_command as command
 import pulumi_docker as docker
 
-from config.model import DATA_LABEL, EDGE_LABEL, StackConfig, SwarmNode, SwarmTarget
+from config.model import DATA_LABEL, EDGE_LABEL, SwarmNode, SwarmTarget
 from render.swarm import (
     render_join_tokens,
     render_node_labels,
@@ -27,13 +27,12 @@ from render.swarm import (
     render_swarm_join,
 )
 
-from .bootstrap import Bootstrap
+from .bootstrap import Bootstrap, BootstrapArgs
 from .images import local_image_id
 from .target import sha256, ssh_connection, ssh_options
 
-# Images each kind of node runs: API and web go anywhere, the data services only on the
-# data node, nginx only on edge nodes.
-EVERYWHERE = ("api", "web")
+# Images each kind of node runs: API, web and monitoring go anywhere, the data services only
+# on the data node, nginx only on edge nodes.
 DATA = ("postgres", "redis", "minio")
 EDGE = ("nginx",)
 
@@ -45,13 +44,18 @@ def node_key(node: SwarmNode) -> str:
     return re.sub(r"[^A-Za-z0-9.-]", "-", raw)
 
 
-def images_for(node: SwarmNode) -> tuple[str, ...]:
-    wanted = list(EVERYWHERE)
-    if node.labels.get(DATA_LABEL) == "true":
-        wanted += DATA
-    if node.labels.get(EDGE_LABEL) == "true":
-        wanted += EDGE
-    return tuple(wanted)
+def images_for(node: SwarmNode, services: tuple[str, ...]) -> tuple[str, ...]:
+    """Of the stack's images, those this node may run."""
+    data, edge = node.labels.get(DATA_LABEL) == "true", node.labels.get(EDGE_LABEL) == "true"
+    return tuple(s for s in services if (s not in DATA or data) and (s not in EDGE or edge))
+
+
+@dataclass(frozen=True)
+class SwarmClusterArgs:
+    target: SwarmTarget
+    bootstraps: tuple[BootstrapArgs, ...]  # one per node, in target.nodes' order
+    images: dict[str, str]  # service -> image reference
+    upload: bool  # images.upload: copy them from this machine's engine to each node
 
 
 @dataclass
@@ -74,23 +78,21 @@ class SwarmCluster(pulumi.ComponentResource):
     provider: docker.Provider
     manager_connection: command.remote.ConnectionArgs
 
-    def __init__(self, name: str, cfg: StackConfig, stack: str, opts: pulumi.ResourceOptions | None = None):
+    def __init__(self, name: str, args: SwarmClusterArgs, stack: str, opts: pulumi.ResourceOptions | None = None):
         super().__init__("ai-meeting:swarm:Cluster", name, None, opts)
-        target = cfg.target
-        assert isinstance(target, SwarmTarget)
+        target = args.target
         child = pulumi.ResourceOptions(parent=self)
         manager = target.manager
         self.nodes = []
         tokens: pulumi.Output[list[str]] | None = None
         manager_conn: command.remote.ConnectionArgs | None = None
         label_steps: list[pulumi.Resource] = []
-        for node in target.nodes:
+        for node, boot_args in zip(target.nodes, args.bootstraps):
             key = node_key(node)
             ssh_target = node.ssh_target(target.private_key)
             conn = ssh_connection(ssh_target)
             # The same bootstrap as an ssh target, node by node (its firewall, Docker, hardening).
-            node_cfg = cfg.model_copy(update={"target": ssh_target})
-            boot = Bootstrap(f"node-{key}", node_cfg, conn, child, step_prefix=f"node-{key}-bootstrap")
+            boot = Bootstrap(f"node-{key}", boot_args, conn, child, step_prefix=f"node-{key}-bootstrap")
             peers = [n.cluster_addr for n in target.nodes if n is not node]
             fw_script = render_swarm_firewall(peers)
             firewall = command.remote.Command(
@@ -145,8 +147,8 @@ class SwarmCluster(pulumi.ComponentResource):
             )
             label_steps.append(labelled)
             ready: list[pulumi.Resource] = [joined, labelled]
-            if cfg.images.upload:
-                ready.append(self._upload(key, node, cfg, stack, boot.steps[-1:]))
+            if args.upload:
+                ready.append(self._upload(key, node, target, args.images, stack, boot.steps[-1:]))
             self.nodes.append(SwarmNodeState(node, conn, boot, node_id, ready))
         assert manager_conn is not None
         self.manager_connection = manager_conn
@@ -164,14 +166,12 @@ class SwarmCluster(pulumi.ComponentResource):
         self.register_outputs({"nodes": [node_key(n.node) for n in self.nodes]})
 
     def _upload(
-        self, key: str, node: SwarmNode, cfg: StackConfig, stack: str, after: list[pulumi.Resource]
+        self, key: str, node: SwarmNode, target: SwarmTarget, images: dict[str, str], stack: str, after: list[pulumi.Resource]
     ) -> command.local.Command:
         """The images this node runs, copied from this machine's engine: only those whose id the
         node lacks, in one `docker save | ssh docker load` stream (shared layers go once).
         Re-runs when a local image changes; a release then sends the API image alone."""
-        target = cfg.target
-        assert isinstance(target, SwarmTarget)
-        refs = [getattr(cfg.images, s) for s in images_for(node)]
+        refs = [images[s] for s in images_for(node, tuple(images))]
         ssh = shlex.join(
             ["ssh", *ssh_options(node.ssh_target(target.private_key), stack), "-p", str(node.port), f"{node.user}@{node.host}"]
         )

@@ -1,4 +1,8 @@
-"""The AI Meeting stack on a Docker Swarm (target.kind swarm): cluster, then services."""
+"""The AI Meeting stack on a Docker Swarm (target.kind swarm): cluster, then services.
+
+With components/stack.py and components/assembly.py, the only reader of `StackConfig`: the
+service definitions come from the same assembly functions as on one server.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +10,17 @@ import pulumi
 
 from config.model import DATA_LABEL, EDGE_LABEL, StackConfig, SwarmTarget
 
+from . import assembly
+from .catalogue import NginxArgs
 from .secrets import Secrets
 from .stack import common_outputs
-from .swarm import SwarmCluster, node_key
-from .swarm_services import SwarmServices
+from .swarm import SwarmCluster, SwarmClusterArgs, node_key
+from .swarm_services import SwarmServices, SwarmServicesArgs
 from .target import HostShell
 from .tls import Tls
+from render.nginx import render_nginx_conf
+
+import dataclasses
 
 
 class SwarmStack(pulumi.ComponentResource):
@@ -19,19 +28,57 @@ class SwarmStack(pulumi.ComponentResource):
         super().__init__("ai-meeting:stack:AiMeetingSwarm", name, None, opts)
         target = cfg.target
         assert isinstance(target, SwarmTarget)
-        if cfg.tls.mode == "letsencrypt":  # the model refuses it already; kept as a guard
-            raise pulumi.RunError("tls.mode letsencrypt is not supported on a swarm yet")
         child = pulumi.ResourceOptions(parent=self)
         stack = pulumi.get_stack()
-        self.cluster = SwarmCluster("swarm", cfg, stack, child)
-        self.secrets = Secrets("secrets", cfg, child)
-        # Self-signed or provided material only: the shell is never used for those modes.
-        self.tls = Tls("tls", cfg, HostShell(cfg, None, stack), [], child)
+        refs = assembly.image_refs(cfg)
+        self.cluster = SwarmCluster(
+            "swarm",
+            SwarmClusterArgs(target=target, bootstraps=tuple(assembly.node_bootstrap_args(cfg, n) for n in target.nodes),
+                             images=refs, upload=cfg.images.upload),
+            stack, child,
+        )
+        self.secrets = Secrets("secrets", cfg.rotation, cfg.protect, child)
+
+        def shell(state) -> HostShell:
+            return HostShell(state.node.ssh_target(target.private_key), state.connection, stack)
+
         data = next(n for n in self.cluster.nodes if n.node.labels.get(DATA_LABEL) == "true")
-        edges = [(node_key(n.node), n.connection) for n in self.cluster.nodes if n.node.labels.get(EDGE_LABEL) == "true"]
+        edges = [(node_key(n.node), shell(n)) for n in self.cluster.nodes if n.node.labels.get(EDGE_LABEL) == "true"]
+        manager = shell(self.cluster.nodes[0])
+        # Self-signed or provided material (the model refuses letsencrypt on a swarm).
+        self.tls = Tls("tls", assembly.tls_args(cfg), manager, [], child)
+        material = self.tls.material
+        conf = render_nginx_conf(dataclasses.replace(
+            assembly.nginx_site(cfg, [f"api:{cfg.api.port}"], f"web:{cfg.web.port}", None),
+            # Service names re-resolved through Docker's DNS at request time (dnsrr); a task on a
+            # node that just died never answers, so the next address is tried after 2 s.
+            dns_resolver="127.0.0.11", api_connect_timeout="2s", ws_connect_timeout="2s",
+        ))
+        s = self.secrets
         self.services = SwarmServices(
-            "services", cfg, self.cluster.provider, self.secrets, self.tls.material,
-            manager=self.cluster.manager_connection, data_node=data.connection, edge_nodes=edges, opts=child,
+            "services",
+            SwarmServicesArgs(
+                name_prefix=cfg.name_prefix,
+                node_count=len(target.nodes),
+                postgres=assembly.postgres_args(cfg, refs["postgres"], s),
+                redis=assembly.redis_args(cfg, refs["redis"], s),
+                minio=assembly.minio_args(cfg, refs["minio"], s),
+                api=assembly.api_args(cfg, refs["api"], s),
+                web=assembly.web_args(cfg, refs["web"], replicas=min(2, len(target.nodes))),
+                nginx=NginxArgs(
+                    image=refs["nginx"], limits=cfg.resources.nginx, timezone=cfg.timezone, conf=conf,
+                    http_port=cfg.nginx.http_port, https_port=cfg.nginx.https_port,
+                    certificate_pem=material.certificate_pem, private_key_pem=material.private_key_pem,
+                    log_dir=f"{cfg.install_dir}/logs/nginx",
+                ),
+                monitoring=assembly.monitoring_args(cfg, refs, stack) if cfg.monitoring.enabled else None,
+                db_password_rotation=cfg.rotation.db_password,
+                canonical_domain=cfg.canonical_domain,
+                backup=assembly.backup_settings(cfg) if assembly.backups_enabled(cfg) else None,
+            ),
+            self.cluster.provider,
+            manager=manager, data_node=shell(data), edge_nodes=edges, tls_ready=material.ready,
+            opts=child,
         )
         self.outputs = swarm_outputs(cfg, self)
         self.register_outputs(self.outputs)
@@ -44,7 +91,7 @@ def swarm_outputs(cfg: StackConfig, stack: SwarmStack) -> dict[str, object]:
     prefix = cfg.name_prefix
     return {
         **common_outputs(cfg, stack.secrets, network=stack.services.network.name, api=[f"api:{cfg.api.port}"],
-                         web=f"web:{cfg.web.port}", backups=False),
+                         web=f"web:{cfg.web.port}", backups=stack.services.backups is not None),
         "swarm": {
             "manager": target.docker_host,
             "nodes": [
@@ -52,7 +99,9 @@ def swarm_outputs(cfg: StackConfig, stack: SwarmStack) -> dict[str, object]:
                  "advertise_addr": n.node.cluster_addr, "node_id": n.node_id}
                 for n in stack.cluster.nodes
             ],
-            "services": {svc: f"{prefix}-{svc}" for svc in ("api", "web", "nginx", "postgres", "redis", "minio")},
+            "services": {svc: f"{prefix}-{svc}" for svc in ("api", "web", "nginx", "postgres", "redis", "minio",
+                                                             *(("prometheus", "node-exporter", "blackbox-exporter")
+                                                               if cfg.monitoring.enabled else ()))},
             "data_node": next(n.host for n in target.nodes if n.labels.get(DATA_LABEL) == "true"),
             "edge_nodes": [n.cluster_addr for n in target.nodes if n.labels.get(EDGE_LABEL) == "true"],
         },

@@ -17,7 +17,7 @@ import pulumi
 import pulumi_command as command
 import pulumi_docker as docker
 
-from config.model import LocalTarget, SshTarget, StackConfig
+from config.model import LocalTarget, SshTarget
 
 
 def sha256(text: str) -> str:
@@ -70,14 +70,14 @@ def ssh_options(target: SshTarget, stack: str) -> list[str]:
 class HostShell:
     """Runs idempotent shell commands on the Docker host (local machine or server)."""
 
-    cfg: StackConfig
+    target: LocalTarget | SshTarget
     connection: command.remote.ConnectionArgs | None
     stack: str
 
     def run_now(self, script: str, timeout: int = 60) -> subprocess.CompletedProcess:
         """Run a script on the Docker host right away, from the program itself (resource
         hooks): locally with bash, on a server with the same ssh key and options."""
-        target = self.cfg.target
+        target = self.target
         if isinstance(target, LocalTarget):
             argv = ["bash", "-c", script]
         else:
@@ -88,8 +88,8 @@ class HostShell:
     def docker_cli(self) -> str:
         # Locally the operator's docker CLI is pointed at the configured engine explicitly;
         # on the server the deploy user talks to the local engine.
-        if isinstance(self.cfg.target, LocalTarget):
-            return f"docker -H {self.cfg.target.docker_host}"
+        if isinstance(self.target, LocalTarget):
+            return f"docker -H {self.target.docker_host}"
         return "docker"
 
     def run(
@@ -131,13 +131,6 @@ class HostShell:
         )
 
 
-@dataclass
-class Target:
-    docker: docker.Provider
-    shell: HostShell
-    ssh: command.remote.ConnectionArgs | None
-
-
 def ssh_connection(target: SshTarget) -> command.remote.ConnectionArgs:
     return command.remote.ConnectionArgs(
         host=target.host,
@@ -153,7 +146,7 @@ def ssh_connection(target: SshTarget) -> command.remote.ConnectionArgs:
 
 
 def make_docker_provider(
-    cfg: StackConfig,
+    target: LocalTarget | SshTarget,
     stack: str,
     *,
     ready: pulumi.Input[str] | None = None,
@@ -162,10 +155,10 @@ def make_docker_provider(
     """An explicit provider: never the ambient DOCKER_HOST. `ready` (the bootstrap's output)
     makes the host unknown until the server is prepared, so nothing talks to a Docker that
     isn't installed yet."""
-    host: pulumi.Input[str] = cfg.target.docker_host
+    host: pulumi.Input[str] = target.docker_host
     if ready is not None:
-        host = pulumi.Output.from_input(ready).apply(lambda _: cfg.target.docker_host)
-    ssh_opts = ssh_options(cfg.target, stack) if isinstance(cfg.target, SshTarget) else None
+        host = pulumi.Output.from_input(ready).apply(lambda _: target.docker_host)
+    ssh_opts = ssh_options(target, stack) if isinstance(target, SshTarget) else None
     return docker.Provider("docker", host=host, ssh_opts=ssh_opts, opts=opts)
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_tls as tls
 
-from config.model import StackConfig
+from config.model import TlsConfig
 from render.certbot import (
     CertbotSettings,
     render_certbot_cron,
@@ -23,7 +23,7 @@ from render.certbot import (
 
 from .target import HostShell, install_files_script, sha256
 
-CERT_DIR_IN_NGINX = "/etc/nginx/ssl"
+from .catalogue import CERT_DIR_IN_NGINX  # noqa: F401  (re-exported: where nginx reads its certificate)
 
 
 @dataclass
@@ -37,16 +37,11 @@ class TlsMaterial:
     ready: list[pulumi.Resource]  # nginx starts only after these (the certificate exists)
 
 
-def certbot_settings(cfg: StackConfig) -> CertbotSettings:
-    return CertbotSettings(
-        domains=tuple(cfg.domains),
-        email=cfg.tls.email or "",
-        install_dir=cfg.install_dir,
-        webroot=f"{cfg.install_dir}/acme",
-        acme_server=cfg.tls.acme_server,
-        nginx_container=cfg.container_name("nginx"),
-        ca_bundle=cfg.tls.acme_ca_bundle,
-    )
+@dataclass(frozen=True)
+class TlsArgs:
+    tls: TlsConfig
+    domains: tuple[str, ...]
+    certbot: CertbotSettings | None  # letsencrypt only
 
 
 class Tls(pulumi.ComponentResource):
@@ -55,13 +50,14 @@ class Tls(pulumi.ComponentResource):
     def __init__(
         self,
         name: str,
-        cfg: StackConfig,
+        args: TlsArgs,
         shell: HostShell,
         bootstrap_done: list[pulumi.Resource],
         opts: pulumi.ResourceOptions | None = None,
     ):
         super().__init__("ai-meeting:tls:Tls", name, None, opts)
-        mode = cfg.tls.mode
+        cfg_tls, domains = args.tls, list(args.domains)
+        mode = cfg_tls.mode
         if mode == "self-signed":
             key = tls.PrivateKey(
                 "tls-key", algorithm="ECDSA", ecdsa_curve="P256", opts=pulumi.ResourceOptions(parent=self)
@@ -69,10 +65,10 @@ class Tls(pulumi.ComponentResource):
             cert = tls.SelfSignedCert(
                 "tls-cert",
                 private_key_pem=key.private_key_pem,
-                subject=tls.SelfSignedCertSubjectArgs(common_name=cfg.canonical_domain, organization="AI Meeting"),
-                dns_names=list(cfg.domains),
-                ip_addresses=["127.0.0.1"] if "localhost" in cfg.domains else [],
-                validity_period_hours=cfg.tls.self_signed_validity_hours,
+                subject=tls.SelfSignedCertSubjectArgs(common_name=domains[0], organization="AI Meeting"),
+                dns_names=domains,
+                ip_addresses=["127.0.0.1"] if "localhost" in domains else [],
+                validity_period_hours=cfg_tls.self_signed_validity_hours,
                 early_renewal_hours=720,  # a later `up` within 30 days of expiry issues a new one
                 allowed_uses=["key_encipherment", "digital_signature", "server_auth"],
                 opts=pulumi.ResourceOptions(parent=self),
@@ -85,34 +81,35 @@ class Tls(pulumi.ComponentResource):
                 ready=[cert],
             )
         elif mode == "provided":
-            assert cfg.tls.certificate and cfg.tls.private_key  # validated by the model
+            assert cfg_tls.certificate and cfg_tls.private_key  # validated by the model
             self.material = TlsMaterial(
-                certificate_pem=pulumi.Output.from_input(cfg.tls.certificate.get_secret_value()),
-                private_key_pem=pulumi.Output.secret(cfg.tls.private_key.get_secret_value()),
+                certificate_pem=pulumi.Output.from_input(cfg_tls.certificate.get_secret_value()),
+                private_key_pem=pulumi.Output.secret(cfg_tls.private_key.get_secret_value()),
                 host_dir=None,
                 acme_webroot=None,
                 ready=[],
             )
         else:
-            settings = certbot_settings(cfg)
+            settings = args.certbot
+            assert settings is not None  # the assembly renders it for letsencrypt
             files = {
                 settings.issue_script_path: render_certbot_issue_script(settings),
                 settings.deploy_hook_path: render_certbot_deploy_hook(settings),
             }
             install = install_files_script(files, cron_name="ai-meeting-certbot", cron=render_certbot_cron(settings))
-            ca_env = f"REQUESTS_CA_BUNDLE={cfg.tls.acme_ca_bundle} " if cfg.tls.acme_ca_bundle else ""
+            ca_env = f"REQUESTS_CA_BUNDLE={cfg_tls.acme_ca_bundle} " if cfg_tls.acme_ca_bundle else ""
             # Issue before nginx exists (certbot --standalone on :80); later runs only re-copy.
             issue = shell.run(
                 "certbot-issue",
                 f"{install}\nsudo {ca_env}{settings.issue_script_path}",
                 parent=self,
-                triggers=[sha256(install), ",".join(cfg.domains), cfg.tls.acme_server or ""],
+                triggers=[sha256(install), ",".join(domains), cfg_tls.acme_server or ""],
                 depends_on=bootstrap_done,
             )
             self.material = TlsMaterial(
                 certificate_pem=None,
                 private_key_pem=None,
-                host_dir=f"{cfg.install_dir}/ssl",
+                host_dir=f"{settings.install_dir}/ssl",
                 acme_webroot=settings.webroot,
                 ready=[issue],
             )

@@ -587,6 +587,8 @@ class StackConfig(Strict):
                 raise ValueError("tls.mode: letsencrypt runs certbot on a server: it needs target.kind ssh")
             if any(d == "localhost" for d in self.domains):
                 raise ValueError("domains: Let's Encrypt cannot issue for localhost")
+        if isinstance(self.target, SwarmTarget):
+            self._swarm_rules()
         if isinstance(self.target, SshTarget) and self.target.user == "root" and self.bootstrap.harden_ssh:
             raise ValueError(
                 "target.user: the bootstrap turns off root SSH login; connect as a sudo user such as 'deploy'"
@@ -609,6 +611,31 @@ class StackConfig(Strict):
         if clashes:
             raise ValueError(f"loopback_ports: host port(s) {clashes} are used twice")
         return self
+
+    def _swarm_rules(self) -> None:
+        """What a swarm cannot honour is refused here, naming the key, never silently dropped."""
+        set_ports = sorted(k for k in self.loopback_ports.model_fields_set if getattr(self.loopback_ports, k) is not None)
+        if set_ports:
+            raise ValueError(
+                f"loopback_ports.{set_ports[0]}: a swarm publishes no port on 127.0.0.1 (a published port is host-wide "
+                "on every node); remove it and reach the service through an SSH tunnel to a node (README: Docker Swarm)"
+            )
+        if "bind_address" in self.nginx.model_fields_set and self.nginx.bind_address != "0.0.0.0":
+            raise ValueError("nginx.bind_address: on a swarm nginx publishes 80/443 in host mode on every address of the edge nodes")
+        mon = self.monitoring
+        if mon.enabled and mon.grafana:
+            raise ValueError("monitoring.grafana: Grafana is not deployed on a swarm; set monitoring.grafana: false "
+                             "(Prometheus, the exporters and the alert rules are)")
+        if mon.enabled and "prometheus_port" in mon.model_fields_set:
+            raise ValueError("monitoring.prometheus_port: a swarm publishes no port on 127.0.0.1; Prometheus answers "
+                             "on the overlay network as prometheus:9090 (README: Docker Swarm)")
+        if self.backup.enabled:
+            data = next(n for n in self.target.nodes if n.labels.get(DATA_LABEL) == "true")  # type: ignore[union-attr]
+            if data.role != "manager":
+                raise ValueError(
+                    f"backup.enabled: backups run on the data node ({data.host}), which must be a manager so the "
+                    "restore can scale services down; make it a manager or set backup.enabled: false"
+                )
 
     # Derived settings: one place decides them, components only read.
     @property

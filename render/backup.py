@@ -31,6 +31,9 @@ class BackupSettings:
     # Reloaded after the API containers are started again: it resolves the replicas' names
     # only when it loads its config, and a restarted container may get another address.
     proxy_container: str = "ai-meeting-nginx"
+    # On a swarm node: the containers above are the services' names, found by label when the
+    # script runs (task containers have generated names).
+    swarm: bool = False
 
     def __post_init__(self) -> None:
         check_path(self.install_dir, "install_dir")

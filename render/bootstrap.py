@@ -95,6 +95,7 @@ def layout_dirs(s: BootstrapSettings) -> list[tuple[str, str, str]]:
         (f"{d}/logs", "0755", "yes"),
         (f"{d}/logs/nginx", "0755", "no"),
         (f"{d}/logs/app", "0755", "no"),
+        (f"{d}/metrics", "0755", "yes"),  # the node exporter's textfile directory (backup metrics)
         (f"{d}/data", "0755", "yes"),
         # Owned by the containers after their first start (postgres/redis chown to their uid).
         (f"{d}/data/postgres", "0700", "no"),

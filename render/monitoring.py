@@ -54,6 +54,9 @@ class AlertSettings:
     certificate_for: str = "1h"
     # Only where backups run (servers): elsewhere a missing backup metric is no alert.
     backups: bool = True
+    # Docker Swarm: a task that stops vanishes from DNS instead of being scraped as down, so
+    # TargetDown also fires when fewer API tasks than this answer.
+    expected_api_replicas: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("target_down_for", "api_errors_for", "disk_for", "backup_for", "certificate_for"):
@@ -82,6 +85,10 @@ class PrometheusSettings:
     http_probes: tuple[HttpProbe, ...] = ()
     tcp_probes: tuple[tuple[str, str], ...] = ()  # (service, host:port)
     rules_path: str = RULES_PATH
+    # Docker Swarm (dnsrr): find the API tasks and the node exporters by DNS (one address per
+    # running task) instead of fixed targets; api_targets and node_exporter are then the
+    # single `service:port` to resolve.
+    dns_discovery: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.api_targets, str) or not self.api_targets:
@@ -121,17 +128,25 @@ def _probe_job(name: str, module: str, targets: list[dict], blackbox: str, inter
 
 
 def render_prometheus_config(s: PrometheusSettings) -> str:
-    jobs: list[dict] = [
-        {"job_name": "prometheus", "static_configs": [{"targets": ["localhost:9090"]}]},
-        {
+    def by_dns(target: str, labels: dict[str, str]) -> dict:
+        host, _, port = target.rpartition(":")
+        return {"dns_sd_configs": [{"names": [host], "type": "A", "port": int(port), "refresh_interval": "15s"}],
+                "relabel_configs": [{"target_label": k, "replacement": v} for k, v in labels.items()]}
+
+    jobs: list[dict] = [{"job_name": "prometheus", "static_configs": [{"targets": ["localhost:9090"]}]}]
+    if s.dns_discovery:
+        jobs.append({"job_name": "api", **by_dns(s.api_targets[0], {"service": "api"})})
+    else:
+        jobs.append({
             "job_name": "api",
             "static_configs": [
                 {"targets": [t], "labels": {"service": "api", "replica": str(i)}}
                 for i, t in enumerate(s.api_targets, start=1)
             ],
-        },
-    ]
-    if s.node_exporter:
+        })
+    if s.node_exporter and s.dns_discovery:
+        jobs.append({"job_name": "node", **by_dns(s.node_exporter, {})})
+    elif s.node_exporter:
         jobs.append({"job_name": "node", "static_configs": [{"targets": [s.node_exporter]}]})
     if s.blackbox_exporter:
         jobs.append({"job_name": "blackbox", "static_configs": [{"targets": [s.blackbox_exporter]}]})
@@ -165,10 +180,16 @@ def alert_rules(a: AlertSettings) -> list[dict]:
         f"100 * (1 - node_filesystem_avail_bytes{{{_NOT_DISKS}}}"
         f" / node_filesystem_size_bytes{{{_NOT_DISKS}}})"
     )
+    target_down = "up == 0"
+    if a.expected_api_replicas:
+        target_down += (
+            f' or label_replace((count(up{{job="api"}} == 1) or vector(0)) < {a.expected_api_replicas},'
+            ' "job", "api", "", "")'
+        )
     rules = [
         {
             "alert": "TargetDown",
-            "expr": "up == 0",
+            "expr": target_down,
             "for": a.target_down_for,
             "labels": {"severity": "critical"},
             "annotations": {

@@ -245,9 +245,9 @@ def _problems(raw):
 
 
 def test_server_side_ssh_port_opens_the_firewall_for_it():
-    from components.bootstrap import bootstrap_settings
+    from components.assembly import ssh_bootstrap_args
 
-    s = bootstrap_settings(config("prod", target={"kind": "ssh", "host": "127.0.0.1", "port": 2222, "private_key": FAKE_PEM}, bootstrap={"ssh_port": 22}))
+    s = ssh_bootstrap_args(config("prod", target={"kind": "ssh", "host": "127.0.0.1", "port": 2222, "private_key": FAKE_PEM}, bootstrap={"ssh_port": 22})).settings
     assert s.ssh_port == 22 and 2222 not in s.allowed_tcp_ports
 
 

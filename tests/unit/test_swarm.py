@@ -163,11 +163,14 @@ def test_secrets_are_files_where_the_image_reads_files(swarm_deployed):
     pg_env = svc["postgres"]["taskSpec"]["containerSpec"]["env"]
     assert pg_env["POSTGRES_PASSWORD_FILE"] == "/run/secrets/db_password" and "POSTGRES_PASSWORD" not in pg_env
     assert "MINIO_ROOT_PASSWORD" not in svc["minio"]["taskSpec"]["containerSpec"]["env"]
-    assert svc["redis"]["taskSpec"]["containerSpec"]["args"][0] == "/run/secrets/redis.conf"
+    # Redis reads no _FILE setting: its password is in the service's environment, a secret in state.
+    redis = next(r for r in swarm_deployed.recorder.of_type("service:Service") if r.inputs["name"] == "ai-meeting-redis")
+    assert "REDIS_PASSWORD" in redis.inputs["taskSpec"]["containerSpec"]["env"]
+    assert any(p.startswith("taskSpec") for p in redis.secret_inputs), redis.secret_inputs
     for secret in swarm_deployed.recorder.of_type("secret:Secret"):
         assert "data" in secret.secret_inputs, secret.name
     # nginx re-resolves the services through Docker's DNS.
-    conf = next(c for c in swarm_deployed.recorder.of_type("serviceConfig:ServiceConfig") if c.name == "nginx-conf")
+    conf = next(c for c in swarm_deployed.recorder.of_type("serviceConfig:ServiceConfig") if c.name == "nginx-etc-nginx-nginx-conf")
     import base64
 
     text = base64.b64decode(conf.inputs["data"]).decode()

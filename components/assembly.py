@@ -1,0 +1,217 @@
+"""From the stack config to each component's narrow args: the one place, with the two stacks
+(components/stack.py, components/swarm_stack.py), that reads `StackConfig`.
+
+Both targets build their service definitions from the same functions here, so a setting means
+the same on one server and on a swarm by construction.
+"""
+
+from __future__ import annotations
+
+import pulumi
+
+from config.model import SshTarget, StackConfig, SwarmNode
+from render.backup import BackupSettings
+from render.bootstrap import BootstrapSettings
+from render.certbot import CertbotSettings
+from render.monitoring import RULES_PATH, AlertSettings, HttpProbe, PrometheusSettings, render_alert_rules, render_blackbox_config, render_prometheus_config
+from render.nginx import NginxSite
+
+from . import catalogue
+from .api import ApiSecrets, api_environment, replica_alias
+from .bootstrap import BootstrapArgs
+from .catalogue import CERT_DIR_IN_NGINX
+from .definition import LABEL_NAME
+from .monitoring import TEXTFILE_SUBDIR
+from .secrets import Secrets
+from .tls import TlsArgs
+
+
+def is_server(cfg: StackConfig) -> bool:
+    """Servers (ssh, every swarm node) have the plan's layout under install_dir, cron, disks."""
+    return cfg.target.kind in ("ssh", "swarm")
+
+
+def bootstrap_args(cfg: StackConfig, user: str, ssh_port: int, *, swarm: bool = False) -> BootstrapArgs:
+    b = cfg.bootstrap
+    port = b.ssh_port or ssh_port
+    return BootstrapArgs(
+        settings=BootstrapSettings(
+            deploy_user=user,
+            timezone=cfg.timezone,
+            ssh_port=port,
+            allowed_tcp_ports=tuple(sorted({port, *b.allowed_tcp_ports})),
+            install_dir=cfg.install_dir,
+            min_cpus=b.min_cpus,
+            min_memory_gb=b.min_memory_gb,
+            min_disk_gb=b.min_disk_gb,
+            preflight_mode=b.preflight_mode,
+            letsencrypt=cfg.tls.mode == "letsencrypt",
+            app_log_uid=cfg.api.log_uid,
+        ),
+        harden_ssh=b.harden_ssh,
+    )
+
+
+def ssh_bootstrap_args(cfg: StackConfig) -> BootstrapArgs:
+    assert isinstance(cfg.target, SshTarget)
+    return bootstrap_args(cfg, cfg.target.user, cfg.target.port)
+
+
+def node_bootstrap_args(cfg: StackConfig, node: SwarmNode) -> BootstrapArgs:
+    return bootstrap_args(cfg, node.user, node.port, swarm=True)
+
+
+def certbot_settings(cfg: StackConfig) -> CertbotSettings:
+    return CertbotSettings(
+        domains=tuple(cfg.domains),
+        email=cfg.tls.email or "",
+        install_dir=cfg.install_dir,
+        webroot=f"{cfg.install_dir}/acme",
+        acme_server=cfg.tls.acme_server,
+        nginx_container=cfg.container_name("nginx"),
+        ca_bundle=cfg.tls.acme_ca_bundle,
+    )
+
+
+def tls_args(cfg: StackConfig) -> TlsArgs:
+    return TlsArgs(tls=cfg.tls, domains=tuple(cfg.domains),
+                   certbot=certbot_settings(cfg) if cfg.tls.mode == "letsencrypt" else None)
+
+
+def image_refs(cfg: StackConfig, services: tuple[str, ...] = ("postgres", "redis", "minio", "nginx", "api", "web")) -> dict[str, str]:
+    wanted = list(services)
+    if cfg.monitoring.enabled:
+        wanted += ["prometheus", "node_exporter", "blackbox_exporter"] + (["grafana"] if cfg.monitoring.grafana else [])
+    return {s: getattr(cfg.images, s) for s in wanted}
+
+
+# --- service definitions' args ------------------------------------------------------------
+
+
+def loopback(cfg: StackConfig, key: str) -> int | None:
+    # A swarm publishes nothing on 127.0.0.1 (config/model.py refuses loopback ports there).
+    return None if cfg.target.kind == "swarm" else getattr(cfg.loopback_ports, key)
+
+
+def postgres_args(cfg: StackConfig, image: pulumi.Input[str], secrets: Secrets) -> catalogue.PostgresArgs:
+    return catalogue.PostgresArgs(image=image, limits=cfg.resources.postgres, database=cfg.database, timezone=cfg.timezone,
+                                  password=secrets.db_password, loopback_port=loopback(cfg, "postgres"))
+
+
+def redis_args(cfg: StackConfig, image: pulumi.Input[str], secrets: Secrets) -> catalogue.RedisArgs:
+    return catalogue.RedisArgs(image=image, limits=cfg.resources.redis, redis=cfg.redis, timezone=cfg.timezone,
+                               password=secrets.redis_password, loopback_port=loopback(cfg, "redis"))
+
+
+def minio_args(cfg: StackConfig, image: pulumi.Input[str], secrets: Secrets) -> catalogue.MinioArgs:
+    return catalogue.MinioArgs(image=image, limits=cfg.resources.minio, minio=cfg.minio, timezone=cfg.timezone,
+                               password=secrets.minio_password, loopback_port=loopback(cfg, "minio"),
+                               loopback_console_port=loopback(cfg, "minio_console"))
+
+
+def api_args(cfg: StackConfig, image: pulumi.Input[str], secrets: Secrets) -> catalogue.ApiArgs:
+    s = secrets
+    env = pulumi.Output.all(s.db_password, s.redis_password, s.minio_password, s.turn_password, s.jwt_secret).apply(
+        lambda v: api_environment(cfg, ApiSecrets(*v, smtp_password=cfg.smtp.password.get_secret_value()))
+    )
+    return catalogue.ApiArgs(image=image, limits=cfg.resources.api, api=cfg.api, environment=pulumi.Output.secret(env),
+                             log_dir=f"{cfg.install_dir}/logs/app" if is_server(cfg) else None)
+
+
+def web_args(cfg: StackConfig, image: pulumi.Input[str], replicas: int = 1) -> catalogue.WebArgs:
+    return catalogue.WebArgs(image=image, limits=cfg.resources.web, port=cfg.web.port, timezone=cfg.timezone, replicas=replicas)
+
+
+def nginx_site(cfg: StackConfig, api_upstreams: list[str], web_upstream: str, acme_webroot: str | None) -> NginxSite:
+    return NginxSite(
+        server_names=tuple(cfg.domains),
+        api_upstreams=tuple(api_upstreams),
+        web_upstream=web_upstream,
+        public_https_port=cfg.nginx.https_port,
+        worker_connections=cfg.nginx.worker_connections,
+        client_max_body_size=cfg.nginx.client_max_body_size,
+        ssl_certificate=f"{CERT_DIR_IN_NGINX}/fullchain.pem",
+        ssl_certificate_key=f"{CERT_DIR_IN_NGINX}/privkey.pem",
+        acme_webroot="/var/www/acme" if acme_webroot else None,
+    )
+
+
+# --- operations: backups and monitoring -----------------------------------------------------
+
+
+def backup_settings(cfg: StackConfig) -> BackupSettings:
+    prefix = cfg.name_prefix
+    return BackupSettings(
+        install_dir=cfg.install_dir,
+        backup_dir=cfg.backup.dir,
+        retention_days=cfg.backup.retention_days,
+        schedule=cfg.backup.schedule,
+        postgres_container=f"{prefix}-postgres",
+        redis_container=f"{prefix}-redis",
+        minio_container=f"{prefix}-minio",
+        proxy_container=f"{prefix}-nginx",
+        db_name=cfg.database.name,
+        db_user=cfg.database.user,
+        # The API replicas (auto-named): stopped while the data is replaced, started after.
+        app_labels=(f"{LABEL_NAME}={prefix}-api",),
+        swarm=cfg.target.kind == "swarm",
+    )
+
+
+def backups_enabled(cfg: StackConfig) -> bool:
+    """Backups need a server's cron and disk: never written into a laptop's own machine."""
+    return cfg.backup.enabled and is_server(cfg)
+
+
+def alert_settings(cfg: StackConfig) -> AlertSettings:
+    a = cfg.monitoring.alerts
+    return AlertSettings(
+        target_down_for=a.target_down_for,
+        api_error_ratio=a.api_error_ratio,
+        api_errors_for=a.api_errors_for,
+        disk_used_percent=a.disk_used_percent,
+        disk_for=a.disk_for,
+        backup_max_age_hours=a.backup_max_age_hours,
+        backup_for=a.backup_for,
+        certificate_min_days=a.certificate_min_days,
+        certificate_for=a.certificate_for,
+        backups=backups_enabled(cfg),
+        expected_api_replicas=cfg.api.replicas if cfg.target.kind == "swarm" else None,
+    )
+
+
+def prometheus_settings(cfg: StackConfig, stack: str) -> PrometheusSettings:
+    swarm = cfg.target.kind == "swarm"
+    metrics = cfg.app.metrics_port
+    return PrometheusSettings(
+        api_targets=(f"api:{metrics}",) if swarm else tuple(f"{replica_alias(i)}:{metrics}" for i in range(1, cfg.api.replicas + 1)),
+        scrape_interval=cfg.monitoring.scrape_interval,
+        evaluation_interval=cfg.monitoring.evaluation_interval,
+        stack=stack,
+        http_probes=(
+            # Through nginx as a client sees it: TLS, the certificate (its expiry), the API behind it.
+            HttpProbe("nginx", "https://nginx/health", "https_2xx"),
+            HttpProbe("api-via-nginx", "https://nginx/api/health", "https_2xx"),  # as the post-deploy check (§7.3)
+            HttpProbe("web", f"http://web:{cfg.web.port}/"),
+            HttpProbe("minio", "http://minio:9000/minio/health/live"),
+        ),
+        tcp_probes=(("postgres", "postgres:5432"), ("redis", "redis:6379")),
+        rules_path=RULES_PATH,
+        dns_discovery=swarm,
+    )
+
+
+def monitoring_args(cfg: StackConfig, ids: dict[str, pulumi.Output[str]] | dict[str, str], stack: str) -> catalogue.MonitoringArgs:
+    mon = cfg.monitoring
+    return catalogue.MonitoringArgs(
+        limits=cfg.resources.monitoring,
+        prometheus_image=ids["prometheus"],
+        node_exporter_image=ids["node_exporter"],
+        blackbox_exporter_image=ids["blackbox_exporter"],
+        prometheus_yml=render_prometheus_config(prometheus_settings(cfg, stack)),
+        alert_rules_yml=render_alert_rules(alert_settings(cfg)),
+        blackbox_yml=render_blackbox_config(cfg.canonical_domain, cfg.tls.mode != "self-signed"),
+        retention=mon.retention,
+        prometheus_port=None if cfg.target.kind == "swarm" else mon.prometheus_port,
+        textfile_dir=f"{cfg.install_dir}/{TEXTFILE_SUBDIR}" if is_server(cfg) else None,
+    )
