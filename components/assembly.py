@@ -155,6 +155,7 @@ def backup_settings(cfg: StackConfig) -> BackupSettings:
         # The API replicas (auto-named): stopped while the data is replaced, started after.
         app_labels=(f"{LABEL_NAME}={prefix}-api",),
         swarm=cfg.target.kind == "swarm",
+        api_service=f"{prefix}-api",
     )
 
 

@@ -35,6 +35,8 @@ class Backups(pulumi.ComponentResource):
         self.installed = shell.run(
             "backup-install",
             script,
+            # `destroy` stops the schedule and removes the scripts; the backups themselves stay.
+            delete=f"sudo rm -f /etc/cron.d/ai-meeting-backup {s.backup_script_path} {s.restore_script_path}",
             parent=self,
             triggers=[sha256(script)],
             depends_on=depends_on,

@@ -37,6 +37,7 @@ class SwarmServicesArgs:
     db_password_rotation: int
     canonical_domain: str
     backup: BackupSettings | None
+    protect_data: bool  # keep the data volumes on `destroy` (prod)
 
 
 class SwarmServices(pulumi.ComponentResource):
@@ -74,14 +75,24 @@ class SwarmServices(pulumi.ComponentResource):
                          node_count=args.node_count, edge_count=len(edge_nodes))
 
         # --- data services: pinned to the data node with their volumes --------------------
-        self.postgres = on_swarm.service(catalogue.postgres(args.postgres), site, parent=self)
+        # The engine creates the named volumes on the data node; `destroy` removes them (after
+        # the services) unless the data is protected, as one server's volume resources are.
+        volumes = [f"{prefix}-{v}-data" for v in ("postgres", "redis", "minio", *(("prometheus",) if args.monitoring else ()))]
+        data_volumes = data_node.run(
+            "data-volumes",
+            "echo 'data volumes: " + " ".join(volumes) + "'",
+            delete=None if args.protect_data else "docker volume rm -f " + " ".join(volumes) + " >/dev/null",
+            parent=self,
+            triggers=[" ".join(volumes), str(args.protect_data)],
+        )
+        self.postgres = on_swarm.service(catalogue.postgres(args.postgres), site, parent=self, depends_on=[data_volumes])
         script, inner = catalogue.exec_in_service("docker", f"{prefix}-postgres", catalogue.PASSWORD_SYNC_SH)
         password_synced = data_node.run(
             "postgres-password-sync", script, stdin=inner, parent=self,
             triggers=[self.postgres.id, str(args.db_password_rotation)], depends_on=[self.postgres],
         )
-        self.redis = on_swarm.service(catalogue.redis(args.redis), site, parent=self)
-        self.minio = on_swarm.service(catalogue.minio(args.minio), site, parent=self)
+        self.redis = on_swarm.service(catalogue.redis(args.redis), site, parent=self, depends_on=[data_volumes])
+        self.minio = on_swarm.service(catalogue.minio(args.minio), site, parent=self, depends_on=[data_volumes])
         script, inner = catalogue.exec_in_service("docker", f"{prefix}-minio", catalogue.bucket_sh(args.minio.minio.bucket))
         bucket = data_node.run(
             "minio-bucket", script, stdin=inner, parent=self,
@@ -125,7 +136,7 @@ class SwarmServices(pulumi.ComponentResource):
             blackbox = on_swarm.service(catalogue.blackbox_exporter(m), site, parent=self)
             # Prometheus keeps its data on the data node's volume, like the datastores.
             prometheus = on_swarm.service(dataclasses.replace(catalogue.prometheus(m), role="data"), site, parent=self,
-                                          depends_on=[self.api, node_exporter, blackbox])
+                                          depends_on=[self.api, node_exporter, blackbox, data_volumes])
             self.monitoring = [node_exporter, blackbox, prometheus]
         self.backups = (
             Backups("backups", args.backup, data_node, [self.postgres, self.redis, self.minio], pulumi.ResourceOptions(parent=self))

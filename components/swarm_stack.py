@@ -6,9 +6,12 @@ service definitions come from the same assembly functions as on one server.
 
 from __future__ import annotations
 
+import dataclasses
+
 import pulumi
 
 from config.model import DATA_LABEL, EDGE_LABEL, StackConfig, SwarmTarget
+from render.nginx import render_nginx_conf
 
 from . import assembly
 from .catalogue import NginxArgs
@@ -18,9 +21,6 @@ from .swarm import SwarmCluster, SwarmClusterArgs, node_key
 from .swarm_services import SwarmServices, SwarmServicesArgs
 from .target import HostShell
 from .tls import Tls
-from render.nginx import render_nginx_conf
-
-import dataclasses
 
 
 class SwarmStack(pulumi.ComponentResource):
@@ -75,6 +75,7 @@ class SwarmStack(pulumi.ComponentResource):
                 db_password_rotation=cfg.rotation.db_password,
                 canonical_domain=cfg.canonical_domain,
                 backup=assembly.backup_settings(cfg) if assembly.backups_enabled(cfg) else None,
+                protect_data=cfg.protect,
             ),
             self.cluster.provider,
             manager=manager, data_node=shell(data), edge_nodes=edges, tls_ready=material.ready,

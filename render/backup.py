@@ -34,6 +34,7 @@ class BackupSettings:
     # On a swarm node: the containers above are the services' names, found by label when the
     # script runs (task containers have generated names).
     swarm: bool = False
+    api_service: str = "ai-meeting-api"  # swarm: scaled to 0 during a restore
 
     def __post_init__(self) -> None:
         check_path(self.install_dir, "install_dir")
@@ -42,7 +43,7 @@ class BackupSettings:
             raise ValueError(f"backup_dir: {self.backup_dir!r} must be its own directory")
         check_positive(self.retention_days, "retention_days", 1)
         check_cron_schedule(self.schedule, "schedule")
-        for field in ("postgres_container", "redis_container", "minio_container", "proxy_container", "db_name", "db_user",
+        for field in ("postgres_container", "redis_container", "minio_container", "proxy_container", "api_service", "db_name", "db_user",
                       "redis_aof_dirname", "redis_aof_filename"):
             check_ident(getattr(self, field), field)
         check_path(self.minio_data_path, "minio_data_path")

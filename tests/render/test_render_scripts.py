@@ -30,6 +30,7 @@ BACKUP_VARIANTS = {
     "custom": BackupSettings(install_dir="/srv/am", backup_dir="/backup/am", retention_days=7,
                              schedule="30 1 * * 1-5", app_containers=("ai-meeting-api-1", "ai-meeting-api-2"),
                              app_labels=("ai-meeting.service=api", "ai-meeting.stack=prod"), redis_appendonly=False),
+    "swarm": BackupSettings(swarm=True, api_service="ai-meeting-api", app_labels=("ai-meeting.name=ai-meeting-api",)),
 }
 CERTBOT_VARIANTS = {
     "prod": CertbotSettings(domains=("ai-meeting.com", "www.ai-meeting.com"), email="ops@ai-meeting.com"),

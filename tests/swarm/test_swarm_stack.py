@@ -40,15 +40,14 @@ NEVER_HEALTHY = "ai-meeting-local/api:never-healthy"
 DATA = "ai-meeting.data"
 EDGE = "ai-meeting.edge"
 PREFIX = "aim-swarm"
-# redis-cli in the redis task, with the password from the config file the task has as a secret.
-REDIS_CLI = (
-    "REDISCLI_AUTH=$(sed -n 's/^requirepass \"\\(.*\\)\"$/\\1/p' /run/secrets/redis.conf) redis-cli"
-)
+# redis-cli in the redis task authenticates with REDISCLI_AUTH from the task's environment.
+REDIS_CLI = "redis-cli"
+MONITORING_IMAGES = ("prometheus", "node_exporter", "blackbox_exporter")
 
 
 def local_images() -> dict[str, str]:
     dev = yaml.safe_load((REPO / "Pulumi.dev.yaml").read_text())["config"]["ai-meeting:images"]
-    return {k: dev[k] for k in ("postgres", "redis", "minio", "nginx", "api", "web")}
+    return {k: dev[k] for k in ("postgres", "redis", "minio", "nginx", "api", "web", *MONITORING_IMAGES)}
 
 
 def get(path: str, timeout: float = 10) -> tuple[int, str]:
@@ -147,7 +146,10 @@ def deployment(swarm_servers: Swarm, tmp_path_factory) -> Deployment:
             "web": {"cpus": 0.25, "memory_mb": 128}, "nginx": {"cpus": 0.25, "memory_mb": 128},
             "monitoring": {"cpus": 0.5, "memory_mb": 512},
         },
-        backup={"enabled": False},
+        # Backups on the data node (a manager), monitoring as services: the same plan as one server.
+        backup={"enabled": True, "schedule": "0 3 * * *"},
+        monitoring={"enabled": True, "grafana": False, "scrape_interval": "2s", "evaluation_interval": "2s",
+                    "alerts": {"target_down_for": "10s"}},
     )
     project.set_secret("target.private_key", swarm_servers.private_key)
     d = Deployment(project, swarm_servers, images)
@@ -188,6 +190,96 @@ def test_api_replicas_spread_and_data_pinned(deployment: Deployment) -> None:
     # Secrets are files, not environment, where the image reads a file.
     env = deployment.data_exec("postgres", "env")
     assert "POSTGRES_PASSWORD_FILE=/run/secrets/db_password" in env and "POSTGRES_PASSWORD=" not in env
+
+
+def prom(deployment: Deployment, path: str) -> dict:
+    """Prometheus's HTTP API, from inside its task (a swarm publishes nothing on loopback)."""
+    url = f"http://127.0.0.1:9090{path}"
+    return json.loads(deployment.data_exec("prometheus", f"wget -qO- '{url}' 2>/dev/null || curl -fsS '{url}'"))
+
+
+def test_monitoring_runs_as_services_and_a_missing_replica_fires_target_down(deployment: Deployment, record) -> None:
+    # The node exporter on every node; Prometheus on the data node with its volume.
+    assert sorted(deployment.running_nodes("node-exporter")) == ["aim-swarm-1", "aim-swarm-2", "aim-swarm-3"]
+    assert deployment.running_nodes("prometheus") == ["aim-swarm-1"]
+
+    def targets_up() -> dict[str, int] | None:
+        active = prom(deployment, "/api/v1/targets")["data"]["activeTargets"]
+        up: dict[str, int] = {}
+        for t in active:
+            up[t["labels"]["job"]] = up.get(t["labels"]["job"], 0) + (t["health"] == "up")
+        return up if up.get("node") == 3 and up.get("api") == 3 else None
+
+    up = wait_for("3 node exporters and 3 API tasks scraped (found by DNS)", targets_up, timeout=120)
+    FIGURES.append(f"prometheus targets up by job: {up}")
+
+    def target_down() -> list[dict]:
+        return [a for a in prom(deployment, "/api/v1/alerts")["data"]["alerts"]
+                if a["labels"]["alertname"] == "TargetDown" and a["state"] == "firing"]
+
+    assert not target_down()
+    # A replica that stops (scaled away behind the program's back) vanishes from DNS: the rule
+    # counts the API tasks that answer against the configured replicas.
+    started = time.monotonic()
+    deployment.swarm.docker(f"service scale -d {PREFIX}-api=2")
+    fired = wait_for("TargetDown firing with an API replica missing", target_down, timeout=120)
+    fired_after = time.monotonic() - started
+    assert fired[0]["labels"]["job"] == "api", fired
+    deployment.swarm.docker(f"service scale {PREFIX}-api=3", timeout=300)
+    wait_for("TargetDown resolved", lambda: not target_down(), timeout=120)
+    record("swarm: API replica missing -> TargetDown fires", f"{fired_after:.1f} s", "<= 60 s (for: 10s)", fired_after <= 60)
+    assert fired_after <= 60
+    deployment.expect_no_changes()
+
+
+def test_backup_wipe_restore_round_trip_on_the_data_node(deployment: Deployment, record) -> None:
+    n1 = deployment.swarm.nodes[0]
+    assert "backup.sh" in n1.sh("cat /etc/cron.d/ai-meeting-backup").stdout
+    deployment.data_exec("postgres", 'psql -v ON_ERROR_STOP=1 -q -U ai_meeting -d ai_meeting -c '
+                         '"CREATE TABLE rt (n int); INSERT INTO rt SELECT generate_series(1, 500)"')
+    deployment.data_exec("redis", f"for i in $(seq 1 100); do {REDIS_CLI} SET rt:$i v$i >/dev/null; done")
+    mc = 'mc alias set local http://127.0.0.1:9000 "$MINIO_ROOT_USER" "$(cat /run/secrets/minio_password)" >/dev/null && '
+
+    def fingerprint() -> tuple[str, str, str]:
+        pg = deployment.data_exec("postgres", 'psql -tA -U ai_meeting -d ai_meeting -c "SELECT count(*), sum(n) FROM rt"')
+        rd = deployment.data_exec("redis", f"{REDIS_CLI} --scan --pattern 'rt:*' | sort | xargs -n1 {REDIS_CLI} GET | md5sum")
+        mn = deployment.data_exec("minio", mc + "mc cat local/ai-meeting-recordings/swarm_probe.txt | md5sum")
+        return pg.strip(), rd.strip(), mn.strip()
+
+    before = fingerprint()
+    started = time.monotonic()
+    out = n1.sh("/opt/ai-meeting/bin/backup.sh", timeout=600).stdout
+    backup_s = time.monotonic() - started
+    latest = n1.sh("ls -1d /opt/ai-meeting/backups/2* | tail -n1").stdout.strip()
+    n1.sh(f"cd {latest} && sha256sum -c MANIFEST.sha256")
+    assert n1.sh("cat /opt/ai-meeting/metrics/ai_meeting_backup.prom").stdout.count("ai_meeting_backup_last_success") >= 1
+    # Wipe: the table, the keys, the object.
+    deployment.data_exec("postgres", 'psql -q -U ai_meeting -d ai_meeting -c "DROP TABLE rt"')
+    deployment.data_exec("redis", f"{REDIS_CLI} FLUSHALL")
+    deployment.data_exec("minio", mc + "mc rm local/ai-meeting-recordings/swarm_probe.txt")
+    with LoadLoop(EDGE_HTTPS_PORT, "/health", workers=2, timeout=15, max_seconds=600) as load:
+        started = time.monotonic()
+        res = n1.sh(f"/opt/ai-meeting/bin/restore.sh {latest} --yes", timeout=900)
+        restore_s = time.monotonic() - started
+    assert fingerprint() == before, res.stdout[-3000:]
+    assert len(deployment.running_nodes("api")) == 3, "the API is scaled back after the restore"
+    status, body = get("/api/health/deps")
+    assert status == 200, body
+    FIGURES.append(f"swarm backup {backup_s:.0f} s, restore {restore_s:.0f} s; /health during restore: {load.result.summary()}")
+    record("swarm: backup -> wipe -> restore on the data node", f"{before} back by checksum", "identical", True)
+    assert "backup complete" in out, out
+    deployment.expect_no_changes()
+
+
+def test_database_password_rotation_keeps_the_api_connected(deployment: Deployment, record) -> None:
+    deployment.project.configure(rotation={"db_password": 1})
+    deployment.up("db password rotation (swarm)")
+    status, body = get("/api/health/deps")
+    assert status == 200 and json.loads(body)["status"] == "ok", body
+    # The role's password is the new one: a login with the secret the task has now works.
+    deployment.data_exec("postgres", 'PGPASSWORD="$(cat /run/secrets/db_password)" psql -h 127.0.0.1 -tA -U ai_meeting '
+                         '-d ai_meeting -c "SELECT 1"')
+    deployment.expect_no_changes()
 
 
 def test_rolling_update_drops_no_request(deployment: Deployment, record) -> None:
@@ -243,9 +335,13 @@ def test_worker_node_loss_reschedules_api(deployment: Deployment, record) -> Non
     TIMINGS[f"{victim.name} killed -> node Down"] = down_after
     TIMINGS[f"{victim.name} killed -> its API tasks running elsewhere"] = rescheduled_after
     FIGURES.append(f"worker node loss under load: {r.summary()}; API tasks {sorted(before)} -> {sorted(after)}")
-    record("swarm: worker node killed, API rescheduled", f"{len(r.failed)} failed of {r.total}",
-           "site keeps serving (failures counted)", r.ok > 0)
-    assert r.ok > 0
+    # Requests to a task on the dead node fail until nginx's 2 s connect timeout moves on and
+    # Swarm has marked the node down; after that nothing may fail.
+    late = [f for f in r.failed if float(f.split("s:", 1)[0].removeprefix("t=")) > down_after + 5]
+    record("swarm: worker node killed, API rescheduled", f"{len(r.failed)} failed of {r.total}, {len(late)} after the node was down",
+           "0 failed once the node is marked down", not late)
+    assert r.ok > 0.9 * r.total, r.summary()
+    assert not late, late[:5]
     assert get("/api/health")[0] == 200
     # Nothing the program declared changed: no diff while the node is gone.
     deployment.expect_no_changes()
@@ -265,3 +361,21 @@ def test_data_survives_everything(deployment: Deployment) -> None:
                                '>/dev/null && mc cat local/ai-meeting-recordings/swarm_probe.txt')
     assert obj.strip() == "kept", obj
     assert deployment.running_nodes("postgres") == ["aim-swarm-1"]
+
+
+def test_destroy_leaves_every_node_clean(deployment: Deployment) -> None:
+    """Services, secrets, configs, the network and (data not protected in staging) the volumes;
+    the backup schedule and scripts (backups themselves are kept)."""
+    res = deployment.project.run("destroy", "--yes", "--stack", STACK, "--skip-preview", timeout=1500)
+    assert res.code == 0, res.stderr[-3000:]
+    m = deployment.swarm
+    assert m.docker("service ls -q").stdout.strip() == ""
+    assert m.docker(f"secret ls -q -f label=ai-meeting.stack={STACK}").stdout.strip() == ""
+    assert m.docker("config ls -q").stdout.strip() == ""
+    assert PREFIX not in m.docker("network ls --format '{{.Name}}'").stdout
+    for node in m.nodes:
+        wait_for(f"no stack container left on {node.name}",
+                 lambda node=node: node.sh("docker ps -aq -f label=ai-meeting.stack").stdout.strip() == "", timeout=120)
+        assert f"{PREFIX}-" not in node.sh("docker volume ls --format '{{.Name}}'").stdout, node.name
+    assert m.manager.sh("test ! -e /etc/cron.d/ai-meeting-backup", check=False).returncode == 0
+    assert m.manager.sh("ls /opt/ai-meeting/backups").stdout.strip(), "backups are kept"
