@@ -61,6 +61,17 @@ else
 fi"""
 
 
+def seed_script(docker_cli: str, volume: str, helper_image: str, conf: str) -> str:
+    """Before the first nginx starts: an upstream file if there is none yet, pointing nowhere
+    (502 until the replicas exist), so nginx starts beside the data services instead of after
+    the API; the real upstreams follow by a reload (upstreams_script). Never overwrites."""
+    return f"""set -euo pipefail
+{docker_cli} run --rm -i --network none --user 0 --entrypoint sh -v {volume}:/u {helper_image} \\
+  -c '[ -f /u/upstreams.conf ] || cat > /u/upstreams.conf' <<'AI_MEETING_EOF'
+{conf.rstrip()}
+AI_MEETING_EOF"""
+
+
 @dataclass(frozen=True)
 class ProxyArgs:
     image: pulumi.Input[str]
@@ -119,14 +130,14 @@ class Proxy(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, provider=site.provider),
         )
         nginx_name = f"{site.name_prefix}-nginx"
-        upstreams = shell.run(
-            "nginx-upstreams-reload",
-            pulumi.Output.all(upstreams_volume.name, args.image, self.upstreams_conf).apply(
-                lambda v: upstreams_script(shell.docker_cli, nginx_name, v[0], v[1], v[2])
+        nowhere = render_nginx_upstreams(dataclasses.replace(base, api_upstreams=("127.0.0.1:1",), web_upstream="127.0.0.1:1"))
+        seeded = shell.run(
+            "nginx-upstreams-seed",
+            pulumi.Output.all(upstreams_volume.name, args.image).apply(
+                lambda v: seed_script(shell.docker_cli, v[0], v[1], nowhere)
             ),
             parent=self,
-            triggers=[self.upstreams_conf],
-            depends_on=[*depends_on, *api_replicas, *web],
+            triggers=[upstreams_volume.name],
         )
         definition = catalogue.nginx(
             catalogue.NginxArgs(
@@ -141,7 +152,16 @@ class Proxy(pulumi.ComponentResource):
         site_with_upstreams = dataclasses.replace(site, volumes={**site.volumes, "nginx-upstreams": upstreams_volume.name})
         definition = dataclasses.replace(definition, volumes=[DataVolume("nginx-upstreams", UPSTREAMS_DIR, read_only=True)])
         (self.container,) = on_server.containers(
-            definition, site_with_upstreams, parent=self, depends_on=[upstreams, *tls_material.ready]
+            definition, site_with_upstreams, parent=self, depends_on=[seeded, *tls_material.ready]
+        )
+        upstreams = shell.run(
+            "nginx-upstreams-reload",
+            pulumi.Output.all(upstreams_volume.name, args.image, self.upstreams_conf).apply(
+                lambda v: upstreams_script(shell.docker_cli, nginx_name, v[0], v[1], v[2])
+            ),
+            parent=self,
+            triggers=[self.upstreams_conf],
+            depends_on=[*depends_on, *api_replicas, *web, self.container],
         )
         self.verified = shell.run(
             "verify-deploy",
