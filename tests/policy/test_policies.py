@@ -448,7 +448,7 @@ def test_a_rule_is_not_applicable_where_it_judges_nothing():
         assert run_policy(POLICIES[policy], typ, props, not_applicable=out, **kwargs) == []
         return out
     assert reasons("password-min-length", C, good_container()) == ["judges RandomPassword resources only"]
-    assert reasons("container-healthcheck", rules.VOLUME, DATA_VOLUME) == ["judges Container resources only"]
+    assert reasons("container-healthcheck", rules.VOLUME, DATA_VOLUME) == ["judges Container, Service resources only"]
     assert reasons("prod-stateful-protected", rules.VOLUME, DATA_VOLUME, stack="dev") == [
         "stack dev is dev, not prod"]
     job = {"image": "x/y:1", "labels": labels("migrate", "job")}
