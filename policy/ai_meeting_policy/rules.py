@@ -637,8 +637,8 @@ def _check_data_service(res: Res, ctx: Ctx) -> Iterator[Outcome]:
         elif kind == "volume" and isinstance(source, str) and source.strip():
             named = True
     if not named and not unsure:
-        yield (f"[{rule}] data service {res.ref} keeps no data on a named volume {where} ({SERVICE_MOUNTS} "
-               "has no mount of type volume with a source); its data would go with the task")
+        yield (f"[{rule}] data service {res.ref} mounts no named volume {where} ({SERVICE_MOUNTS} has "
+               "no mount of type volume with a source); its data would go with the task")
     constraints = nested(res.props, SERVICE_CONSTRAINTS)
     if is_unknown(constraints):
         yield Deferred(rule, res.ref, SERVICE_CONSTRAINTS)
