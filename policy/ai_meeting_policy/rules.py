@@ -666,6 +666,51 @@ def _check_data_service(res: Res, ctx: Ctx) -> Iterator[Outcome]:
                "one task per data volume (replicas 1)")
 
 
+# Images that read a secret from a file when given another variable, by the last segment of
+# their repository (and the `ai-meeting.service` label): postgres and minio `<NAME>_FILE`,
+# Grafana `<NAME>__FILE`. On a swarm that file is a docker.Secret under /run/secrets; a plain
+# environment variable is in the service's spec, shown by `docker service inspect` to anyone
+# who can reach a manager and by `docker inspect` of each task on its node.
+FILE_SECRET_ENV = {
+    "postgres": {"POSTGRES_PASSWORD": "POSTGRES_PASSWORD_FILE"},
+    "minio": {"MINIO_ROOT_PASSWORD": "MINIO_ROOT_PASSWORD_FILE", "MINIO_SECRET_KEY": "MINIO_SECRET_KEY_FILE"},
+    "grafana": {"GF_SECURITY_ADMIN_PASSWORD": "GF_SECURITY_ADMIN_PASSWORD__FILE"},
+}
+SERVICE_ENV = "task_spec.container_spec.env"
+
+
+def image_repository(ref: str) -> str:
+    """`ghcr.io/x/postgres:15@sha256:…` -> `postgres` (the last segment, no tag or digest)."""
+    last = ref.split("@", 1)[0].rsplit("/", 1)[-1]
+    return last.split(":", 1)[0]
+
+
+def check_service_secret_files(res: Res, ctx: Ctx) -> Iterator[Outcome]:
+    """A swarm service whose image can read a password from a file (the `_FILE` variable) gets
+    it as a docker.Secret, never as plain environment. Only the variables' names are read. The
+    API's image reads only environment, so its settings stay environment (not judged)."""
+    if res.type != SERVICE:
+        return
+    rule = "service-secrets-as-files"
+    image, service = nested(res.props, IMAGE_KEYS[SERVICE]), service_of(res)
+    kinds = {image_repository(image) if isinstance(image, str) else None,
+             None if is_unknown(service) else service}
+    reads = {k: v for kind in kinds if kind in FILE_SECRET_ENV for k, v in FILE_SECRET_ENV[kind].items()}
+    if not reads:
+        if is_unknown(image) and is_unknown(service):
+            yield Deferred(rule, res.ref, f"{IMAGE_KEYS[SERVICE]} and label {LABEL_SERVICE}",
+                           "an image that reads a password from a file must get it from a docker.Secret")
+        return
+    env = nested(res.props, SERVICE_ENV)
+    if is_unknown(env):
+        yield Deferred(rule, res.ref, SERVICE_ENV, f"none of {sorted(reads)} may be in it")
+        return
+    for name in list(env) if isinstance(env, Mapping) else []:
+        if name in reads:
+            yield (f"[{rule}] service {res.ref} passes {name} in plain environment ({SERVICE_ENV}), shown by "
+                   f"`docker service inspect`; its image reads {reads[name]}: mount a docker.Secret there instead")
+
+
 # --------------------------------------------------------------------------- stack rules
 
 
@@ -759,6 +804,9 @@ RESOURCE_RULES = {
                          "No image uses the 'latest' tag or no tag (digests are fine)."),
     "password-min-length": (check_password_length,
                             "Generated passwords are at least 32 characters."),
+    "service-secrets-as-files": (check_service_secret_files,
+                                 "A swarm service reads a password its image can read from a file "
+                                 "from a docker.Secret, not plain environment."),
     "prod-stateful-protected": (check_prod_protected,
                                 "In prod, data volumes and secret resources are protected, and a swarm "
                                 "data service is pinned to its node on a named volume."),
@@ -778,6 +826,7 @@ RULE_TYPES = {
     **{rule: frozenset({CONTAINER, SERVICE}) for rule in LONG_RUNNING_RULES},
     "image-pinned-tag": frozenset(IMAGE_KEYS),
     "password-min-length": frozenset({RANDOM_PASSWORD}),
+    "service-secrets-as-files": frozenset({SERVICE}),
     "prod-stateful-protected": frozenset({VOLUME, SERVICE} | SECRET_TYPES),
 }
 

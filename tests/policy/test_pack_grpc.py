@@ -181,7 +181,8 @@ def test_unknown_values_are_reported_never_passed_silently(pack):
     assert deferred == {"image-pinned-tag", "container-restart-policy"}
     # the rules that do not judge containers at all say so too (not counted as passed)
     assert {n.policy_name for n in resp.not_applicable} - deferred == {"password-min-length",
-                                                                        "prod-stateful-protected"}
+                                                                        "prod-stateful-protected",
+                                                                        "service-secrets-as-files"}
     stack = analyzer_pb2.AnalyzeStackRequest(resources=[
         _resource("dev", "random:index/randomString:RandomString", "tag", {"result": UNKNOWN}),
         _resource("dev", C, "worker", container, {"image": [_urn("dev", "random:index/randomString:RandomString", "tag")]}),

@@ -46,7 +46,8 @@ def test_pack_has_every_rule_and_is_mandatory_by_default(monkeypatch):
     assert set(POLICIES) == {
         "ports-loopback-only", "container-healthcheck", "container-restart-policy",
         "container-resource-limits", "container-log-rotation", "image-pinned-tag",
-        "password-min-length", "prod-stateful-protected", "prod-tls-required", "preview-unknowns"}
+        "password-min-length", "service-secrets-as-files", "prod-stateful-protected",
+        "prod-tls-required", "preview-unknowns"}
     assert POLICIES["preview-unknowns"].enforcement_level == EnforcementLevel.ADVISORY
     assert all(p.enforcement_level is None for n, p in POLICIES.items() if n != "preview-unknowns")
 

@@ -116,9 +116,9 @@ def test_a_well_formed_service_has_nothing_deferred(service):
 
 def test_every_container_rule_judges_services():
     judged = {name for name, types in rules.RULE_TYPES.items() if rules.CONTAINER in types}
-    assert judged == {name for name, types in rules.RULE_TYPES.items() if S in types} - {"prod-stateful-protected"}
-    assert "prod-stateful-protected" in {name for name, types in rules.RULE_TYPES.items() if S in types}
-    for name in judged | {"prod-stateful-protected"}:
+    on_services = {name for name, types in rules.RULE_TYPES.items() if S in types}
+    assert on_services == judged | {"prod-stateful-protected", "service-secrets-as-files"}
+    for name in on_services:
         assert reasons(name, good_service("api"), stack="prod") == [], name
 
 
@@ -376,3 +376,37 @@ def test_an_unknown_service_property_is_deferred_and_said(policy, change, what):
     notes = unknown_notes([(S, "api", props)])
     mine = [n for n in notes if n.startswith(f"[{policy}] 'api'")]
     assert len(mine) == 1 and what in mine[0] and "not known during preview" in mine[0], notes
+
+
+# ---------------------------------------------------------------- passwords as docker.Secret files
+
+
+@pytest.mark.parametrize("service,name", [("postgres", "POSTGRES_PASSWORD"), ("minio", "MINIO_ROOT_PASSWORD")])
+def test_a_password_the_image_reads_from_a_file_is_not_plain_environment(service, name):
+    env = {"TZ": "UTC", name: "s3cret"}
+    [msg] = violations("service-secrets-as-files", with_spec(good_service(service), env=env), name=service)
+    assert msg.startswith(f"[service-secrets-as-files] service '{service}'") and f"{name}_FILE" in msg
+    assert "s3cret" not in msg
+    env = {"TZ": "UTC", f"{name}_FILE": "/run/secrets/pw"}
+    assert violations("service-secrets-as-files", with_spec(good_service(service), env=env)) == []
+
+
+def test_the_image_decides_not_the_variable_name():
+    # The API's image reads only environment: its MINIO_ROOT_PASSWORD stays there.
+    api = with_spec(good_service("api"), env={"MINIO_ROOT_PASSWORD": "x", "DB_PASSWORD": "y"})
+    assert violations("service-secrets-as-files", api) == []
+    # A postgres image under another label (and a registry path, a digest) is still postgres.
+    pg = with_spec(good_service("api"), image="registry:5000/lib/postgres:15@sha256:" + "a" * 64,
+                   env={"POSTGRES_PASSWORD": "x"})
+    assert violations("service-secrets-as-files", pg)
+    grafana = with_spec(good_service("api"), image="grafana/grafana:10.4.2",
+                        env={"GF_SECURITY_ADMIN_PASSWORD": "x"})
+    [msg] = violations("service-secrets-as-files", grafana)
+    assert "GF_SECURITY_ADMIN_PASSWORD__FILE" in msg
+
+
+def test_unknown_environment_is_said_only_where_it_matters():
+    pg = with_spec(good_service("postgres"), env=U)
+    [reason] = reasons("service-secrets-as-files", pg)
+    assert "task_spec.container_spec.env" in reason and "POSTGRES_PASSWORD" in reason
+    assert reasons("service-secrets-as-files", with_spec(good_service("api"), env=U)) == []
