@@ -10,12 +10,17 @@ Unknown values arrive as `UNKNOWN` (pack.py converts the engine's sentinels). A 
 treats UNKNOWN as "fine": it decides from what is known when it can (a loopback port is fine
 whatever the labels say), and otherwise yields a `Deferred`. The mandatory policies report only
 violations; the advisory `preview-unknowns` policy reports every deferred check, except a
-container image taken from a RemoteImage of the stack (then image-pinned-tag judges the
-RemoteImage's `name`, which is known in preview). Using UNKNOWN in a truth test raises
+container's (or swarm service's) image taken from a RemoteImage of the stack (then
+image-pinned-tag judges the RemoteImage's `name`, which is known in preview).
+
+The container rules judge a `docker.Service` (target.kind swarm) too, reading its task's
+nested spec (`task_spec.container_spec.image`, ...); see docs/guardrails.md for what ports
+and data mean on a swarm. Using UNKNOWN in a truth test raises
 `UnknownInRule`, which the pack turns into a deferred note too: a rule cannot pass by accident.
 
-Property names arrive camelCase from the engine (`logDriver`, `mustRun`); `prop()` also accepts
-snake_case so tests and hand-written fixtures can use either.
+Property names arrive camelCase from the engine (`logDriver`, `mustRun`, `taskSpec.containerSpec`);
+`prop()` (and `nested()` for dotted paths) also accepts snake_case so tests and hand-written
+fixtures can use either.
 """
 
 from __future__ import annotations
@@ -368,11 +373,9 @@ def _check_service_ports(res: Res, ctx: Ctx) -> Iterator[Outcome]:
             always.append(Deferred(rule, res.ref, f"task_spec.networks_advanceds[{i}].name"))
         elif name == "host":
             always.append(f"[{rule}] {what} {res.ref} is on the host network, which exposes every port it opens")
-    if edge:
-        yield from always
-        return
     yield from always
-    yield from _unless_nginx(res, rule, service, found, "only nginx publishes on a swarm")
+    if not edge:
+        yield from _unless_nginx(res, rule, service, found, "only nginx publishes on a swarm")
 
 
 def _long_running(res: Res, rule: str, found: List[Outcome]) -> Iterator[Outcome]:
@@ -624,21 +627,20 @@ def _check_data_service(res: Res, ctx: Ctx) -> Iterator[Outcome]:
         return
     where = f"in {ctx.environment} (stack {ctx.stack or '?'})"
     mounts = nested(res.props, SERVICE_MOUNTS)
-    named, unsure = False, False
-    if is_unknown(mounts):
-        yield Deferred(rule, res.ref, SERVICE_MOUNTS)
-        unsure = True
+    named = False
+    unsure: List[Outcome] = [Deferred(rule, res.ref, SERVICE_MOUNTS)] if is_unknown(mounts) else []
     for i, mount in enumerate([] if is_unknown(mounts) else mounts or []):
         kind = nested(mount, "type")
         source = nested(mount, "source")
         if is_unknown(kind) or (kind == "volume" and is_unknown(source)):
-            yield Deferred(rule, res.ref, f"{SERVICE_MOUNTS}[{i}]")
-            unsure = True
+            unsure.append(Deferred(rule, res.ref, f"{SERVICE_MOUNTS}[{i}]"))
         elif kind == "volume" and isinstance(source, str) and source.strip():
             named = True
-    if not named and not unsure:
-        yield (f"[{rule}] data service {res.ref} mounts no named volume {where} ({SERVICE_MOUNTS} has "
-               "no mount of type volume with a source); its data would go with the task")
+    if not named:  # one named volume is enough, whatever the other mounts are
+        yield from unsure
+        if not unsure:
+            yield (f"[{rule}] data service {res.ref} mounts no named volume {where} ({SERVICE_MOUNTS} has "
+                   "no mount of type volume with a source); its data would go with the task")
     constraints = nested(res.props, SERVICE_CONSTRAINTS)
     if is_unknown(constraints):
         yield Deferred(rule, res.ref, SERVICE_CONSTRAINTS)

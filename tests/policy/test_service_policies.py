@@ -324,6 +324,10 @@ def test_a_data_service_with_unknown_mounts_or_label_is_said_in_prod():
     props = with_spec(good_service("postgres"), mounts=[{"type": "volume", "source": U, "target": "/data"}])
     [reason] = reasons("prod-stateful-protected", props, stack="prod")
     assert "task_spec.container_spec.mounts[0]" in reason
+    # one named volume decides, whatever another mount is
+    props = with_spec(good_service("postgres"), mounts=[{"type": U, "target": "/tmp"},
+                                                        {"type": "volume", "source": "pg", "target": "/data"}])
+    assert reasons("prod-stateful-protected", props, stack="prod") == []
     unlabelled = good_service("postgres")
     unlabelled["labels"] = U
     [reason] = reasons("prod-stateful-protected", unlabelled, stack="prod")
