@@ -9,6 +9,8 @@ declare them.
 """
 
 import copy
+import json
+from pathlib import Path
 
 import pytest
 
@@ -414,3 +416,45 @@ def test_unknown_environment_is_said_only_where_it_matters():
     [reason] = reasons("service-secrets-as-files", pg)
     assert "task_spec.container_spec.env" in reason and "POSTGRES_PASSWORD" in reason
     assert reasons("service-secrets-as-files", with_spec(good_service("api"), env=U)) == []
+
+
+# ---------------------------------------------------------------- captured from the engine
+
+CAPTURED = json.loads((Path(__file__).parent / "fixtures" / "services-analyzed.json").read_text())
+CAPTURED_EXPECTED = {  # tests/guardrails/programs/bad/__main__.py, previewed as prod-bad
+    "svc-api": set(),
+    "svc-nginx": set(),
+    "svc-postgres": {"ports-loopback-only", "prod-stateful-protected", "service-secrets-as-files"},
+    "svc-sloppy": {"image-pinned-tag", "container-healthcheck", "container-restart-policy",
+                   "container-resource-limits", "container-log-rotation"},
+}
+
+
+@pytest.mark.parametrize("name", sorted(CAPTURED_EXPECTED))
+def test_services_as_the_engine_sends_them(name):
+    """What a real preview handed the pack (fixtures/capture_services.py): each captured service
+    fails exactly the rules it should, the good ones are judged by every service rule."""
+    props = CAPTURED[name]
+    failed, deferred = set(), []
+    for policy in rules.RESOURCE_RULES:
+        out = violations(policy, props, name=name, stack="prod-bad", not_applicable=deferred)
+        if out:
+            failed.add(policy)
+            assert all(f"'{name}'" in m and m.startswith(f"[{policy}]") for m in out), out
+    assert failed == CAPTURED_EXPECTED[name]
+    assert deferred == ["judges RandomPassword resources only"]
+
+
+def test_the_captured_shapes_are_the_ones_these_tests_build():
+    """good_service() is shaped as the engine's: the same nested camelCase keys."""
+    def keys(value, path=""):
+        if isinstance(value, dict):
+            return {k for key, v in value.items() for k in {f"{path}.{key}"} | keys(v, f"{path}.{key}")
+                    if "options." not in k and "env." not in k}
+        if isinstance(value, list):
+            return {k for v in value for k in keys(v, path + "[]")}
+        return set()
+    built, captured = keys(good_service("nginx")), keys(CAPTURED["svc-nginx"])
+    engine_only = {".taskSpec.containerSpec.isolation", ".taskSpec.containerSpec.commands",
+                   ".endpointSpec.ports[].protocol"}
+    assert captured - built <= engine_only, captured - built
