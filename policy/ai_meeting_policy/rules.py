@@ -10,22 +10,29 @@ Unknown values arrive as `UNKNOWN` (pack.py converts the engine's sentinels). A 
 treats UNKNOWN as "fine": it decides from what is known when it can (a loopback port is fine
 whatever the labels say), and otherwise yields a `Deferred`. The mandatory policies report only
 violations; the advisory `preview-unknowns` policy reports every deferred check, except a
-container image taken from a RemoteImage of the stack (then image-pinned-tag judges the
-RemoteImage's `name`, which is known in preview). Using UNKNOWN in a truth test raises
+container's (or swarm service's) image taken from a RemoteImage of the stack (then
+image-pinned-tag judges the RemoteImage's `name`, which is known in preview).
+
+The container rules judge a `docker.Service` (target.kind swarm) too, reading its task's
+nested spec (`task_spec.container_spec.image`, ...); see docs/guardrails.md for what ports
+and data mean on a swarm. Using UNKNOWN in a truth test raises
 `UnknownInRule`, which the pack turns into a deferred note too: a rule cannot pass by accident.
 
-Property names arrive camelCase from the engine (`logDriver`, `mustRun`); `prop()` also accepts
-snake_case so tests and hand-written fixtures can use either.
+Property names arrive camelCase from the engine (`logDriver`, `mustRun`, `taskSpec.containerSpec`);
+`prop()` (and `nested()` for dotted paths) also accepts snake_case so tests and hand-written
+fixtures can use either.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, List, Mapping, Optional, Sequence, Union
 
 CONTAINER = "docker:index/container:Container"
+SERVICE = "docker:index/service:Service"  # target.kind swarm: one per service, its tasks are containers
 VOLUME = "docker:index/volume:Volume"
 REMOTE_IMAGE = "docker:index/remoteImage:RemoteImage"
 BUILT_IMAGE = "docker:index/image:Image"
@@ -42,7 +49,14 @@ LABEL_KIND = "ai-meeting.kind"
 LABEL_DATA = "ai-meeting.data"
 
 PUBLIC_SERVICES = frozenset({"nginx"})
+# What the edge (nginx) publishes on a swarm: a published port answers on every node's
+# interfaces (there is no 127.0.0.1 on a swarm), so nothing else is ever published there.
+EDGE_TARGET_PORTS = frozenset({80, 443})
+# Services whose tasks hold the stack's data (by their `ai-meeting.service` label).
+DATA_SERVICES = frozenset({"postgres", "redis", "minio"})
 RESTART_POLICIES = frozenset({"always", "unless-stopped", "on-failure"})
+# A swarm task's restart condition; none given means Docker's default, `any`.
+SERVICE_RESTART_CONDITIONS = frozenset({"any", "on-failure"})
 ROTATING_LOG_DRIVERS = frozenset({"json-file", "local"})
 DEFAULT_MIN_PASSWORD_LENGTH = 32
 DEFAULT_PROD_STACKS = ("prod",)
@@ -155,6 +169,27 @@ def prop(props: Mapping[str, Any], key: str, default: Any = None) -> Any:
     return default
 
 
+def nested(props: Any, path: str, default: Any = None) -> Any:
+    """The value at a dotted snake_case path (`task_spec.container_spec.image`) of nested
+    objects, each key read as `prop()` reads it: UNKNOWN when the value or an object on the way
+    is not known yet, `default` when a key is absent."""
+    value = props
+    for key in path.split("."):
+        if is_unknown(value):
+            return UNKNOWN
+        if not isinstance(value, Mapping):
+            return default
+        value = prop(value, key)
+        if value is None:
+            return default
+    return value
+
+
+def kind_of(res: Res) -> str:
+    """How a message names the resource: container, service, RemoteImage, ..."""
+    return {CONTAINER: "container", SERVICE: "service"}.get(res.type, res.type.split(":")[-1])
+
+
 def labels_of(props: Mapping[str, Any]) -> dict[str, str]:
     """The known Docker labels as a dict, from the provider's `[{label, value}]` list (or a plain
     dict). Labels whose name or value is unknown are left out; see `label_value`."""
@@ -243,7 +278,11 @@ def _is_loopback(ip: Optional[str]) -> bool:
 
 
 def check_ports_loopback_only(res: Res, ctx: Ctx) -> Iterator[Outcome]:
-    """Only nginx publishes ports beyond loopback; every other container binds 127.0.0.1."""
+    """Only nginx publishes ports beyond loopback; every other container binds 127.0.0.1.
+    A swarm service has no loopback to bind (see `_check_service_ports`)."""
+    if res.type == SERVICE:
+        yield from _check_service_ports(res, ctx)
+        return
     if res.type != CONTAINER:
         return
     rule = "ports-loopback-only"
@@ -275,12 +314,68 @@ def check_ports_loopback_only(res: Res, ctx: Ctx) -> Iterator[Outcome]:
         found.append(Deferred(rule, res.ref, "network_mode"))
     elif network_mode == "host":
         found.append(f"[{rule}] container {res.ref} uses network_mode=host, which exposes every port it opens")
+    yield from _unless_nginx(res, rule, service, found, "only nginx may publish beyond 127.0.0.1")
+
+
+def _unless_nginx(res: Res, rule: str, service: Any, found: List[Outcome], why: str) -> Iterator[Outcome]:
+    """`found` stands when the service label is known; when it is not, a violation that nginx
+    would be allowed becomes a deferred check of the label."""
     if is_unknown(service) and any(isinstance(f, str) for f in found):
-        # It publishes beyond loopback; whether that is allowed depends on it being nginx.
-        yield Deferred(rule, res.ref, f"label {LABEL_SERVICE}", "only nginx may publish beyond 127.0.0.1")
+        yield Deferred(rule, res.ref, f"label {LABEL_SERVICE}", why)
         yield from (f for f in found if isinstance(f, Deferred))
         return
     yield from found
+
+
+def _check_service_ports(res: Res, ctx: Ctx) -> Iterator[Outcome]:
+    """A swarm service publishes a port on every node's interfaces (ingress) or on each node
+    that runs a task (host mode): there is no 127.0.0.1 on a swarm. So only nginx (the edge)
+    publishes, and only its 80 and 443; a data service publishing anything puts the database
+    on the network. Everything else reaches the services over the overlay network. A service
+    on Docker's `host` network exposes every port it opens."""
+    rule = "ports-loopback-only"
+    service = service_of(res)
+    edge = not is_unknown(service) and service in PUBLIC_SERVICES
+    what = "data service" if not is_unknown(service) and service in DATA_SERVICES else "service"
+    found: List[Outcome] = []  # violations unless the service is nginx
+    always: List[Outcome] = []  # violations whatever the label says
+    ports = nested(res.props, "endpoint_spec.ports")
+    if is_unknown(ports):
+        always.append(Deferred(rule, res.ref, "endpoint_spec.ports"))
+    for i, port in enumerate([] if is_unknown(ports) else ports or []):
+        if is_unknown(port) or not isinstance(port, Mapping):
+            always.append(Deferred(rule, res.ref, f"endpoint_spec.ports[{i}]"))
+            continue
+        target, published = prop(port, "target_port"), prop(port, "published_port")
+        mode = prop(port, "publish_mode", "ingress")
+        mode = "?" if is_unknown(mode) else mode
+        outside = "?" if published is None or is_unknown(published) else shown(published)
+        if is_unknown(target):
+            if edge:
+                always.append(Deferred(rule, res.ref, f"endpoint_spec.ports[{i}].target_port",
+                                       "nginx publishes only 80 and 443"))
+            else:
+                found.append(f"[{rule}] {what} {res.ref} publishes a port ({mode} mode); "
+                             "only nginx publishes on a swarm, and only 80 and 443")
+        elif shown(target) not in EDGE_TARGET_PORTS:
+            always.append(f"[{rule}] {what} {res.ref} publishes port {outside}->{shown(target)} ({mode} mode) on "
+                          "every node it runs on; a swarm has no 127.0.0.1: only nginx publishes, and only 80 "
+                          "and 443 (reach the others over the overlay network)")
+        else:
+            found.append(f"[{rule}] {what} {res.ref} publishes port {outside}->{shown(target)} ({mode} mode); "
+                         "only nginx publishes on a swarm (reach the others over the overlay network)")
+    networks = nested(res.props, "task_spec.networks_advanceds")
+    if is_unknown(networks):
+        always.append(Deferred(rule, res.ref, "task_spec.networks_advanceds"))
+    for i, net in enumerate([] if is_unknown(networks) else networks or []):
+        name = nested(net, "name")
+        if is_unknown(name):
+            always.append(Deferred(rule, res.ref, f"task_spec.networks_advanceds[{i}].name"))
+        elif name == "host":
+            always.append(f"[{rule}] {what} {res.ref} is on the host network, which exposes every port it opens")
+    yield from always
+    if not edge:
+        yield from _unless_nginx(res, rule, service, found, "only nginx publishes on a swarm")
 
 
 def _long_running(res: Res, rule: str, found: List[Outcome]) -> Iterator[Outcome]:
@@ -299,35 +394,57 @@ def _long_running(res: Res, rule: str, found: List[Outcome]) -> Iterator[Outcome
     yield from found
 
 
+# Where each long-running rule reads a swarm service (its task's container spec).
+SERVICE_HEALTHCHECK = "task_spec.container_spec.healthcheck"
+SERVICE_RESTART = "task_spec.restart_policy.condition"
+SERVICE_LIMITS = "task_spec.resources.limits"
+SERVICE_LOG_DRIVER = "task_spec.log_driver"
+
+
 def check_healthcheck(res: Res, ctx: Ctx) -> Iterator[Outcome]:
-    if res.type != CONTAINER:
+    if res.type not in (CONTAINER, SERVICE):
         return
     rule = "container-healthcheck"
-    missing = (f"[{rule}] long-running container {res.ref} has no healthcheck; "
-               "add one (and wait=True) so a bad release is caught before it takes traffic")
-    hc = prop(res.props, "healthcheck")
+    key = "healthcheck" if res.type == CONTAINER else SERVICE_HEALTHCHECK
+    missing = (f"[{rule}] long-running {kind_of(res)} {res.ref} has no healthcheck ({key}); "
+               "add one (and wait=True) so a bad release is caught before it takes traffic"
+               if res.type == CONTAINER else
+               f"[{rule}] long-running service {res.ref} has no healthcheck ({key}); add one so Swarm "
+               "rolls a bad release back before it takes traffic")
+    hc = nested(res.props, key)
     found: List[Outcome] = []
     if is_unknown(hc):
-        found.append(Deferred(rule, res.ref, "healthcheck"))
+        found.append(Deferred(rule, res.ref, key))
     else:
         tests = hc.get("tests") if isinstance(hc, Mapping) else None
         if is_unknown(tests):
-            found.append(Deferred(rule, res.ref, "healthcheck.tests"))
+            found.append(Deferred(rule, res.ref, f"{key}.tests"))
         elif not tests:
             found.append(missing)
         elif is_unknown(tests[0]):
-            found.append(Deferred(rule, res.ref, "healthcheck.tests[0]"))
+            found.append(Deferred(rule, res.ref, f"{key}.tests[0]"))
         elif tests[0] == "NONE":
             found.append(missing)
     yield from _long_running(res, rule, found)
 
 
 def check_restart_policy(res: Res, ctx: Ctx) -> Iterator[Outcome]:
-    if res.type != CONTAINER:
+    if res.type not in (CONTAINER, SERVICE):
         return
     rule = "container-restart-policy"
-    restart = prop(res.props, "restart")
     found: List[Outcome] = []
+    if res.type == SERVICE:
+        # No condition given: Docker restarts a swarm task on any exit (`any`), unlike a
+        # container (whose default is `no`).
+        condition = nested(res.props, SERVICE_RESTART, "any")
+        if is_unknown(condition):
+            found.append(Deferred(rule, res.ref, SERVICE_RESTART))
+        elif condition not in SERVICE_RESTART_CONDITIONS:
+            found.append(f"[{rule}] long-running service {res.ref} has {SERVICE_RESTART}={condition!r}; "
+                         f"use one of {sorted(SERVICE_RESTART_CONDITIONS)}")
+        yield from _long_running(res, rule, found)
+        return
+    restart = prop(res.props, "restart")
     if is_unknown(restart):
         found.append(Deferred(rule, res.ref, "restart"))
     elif restart not in RESTART_POLICIES:
@@ -344,45 +461,54 @@ def _positive(value: Any) -> bool:
 
 
 def check_resource_limits(res: Res, ctx: Ctx) -> Iterator[Outcome]:
-    if res.type != CONTAINER:
+    if res.type not in (CONTAINER, SERVICE):
         return
     rule = "container-resource-limits"
     found: List[Outcome] = []
     missing = []
-    for key in ("cpus", "memory"):
-        value = prop(res.props, key)
+    if res.type == SERVICE:
+        keys = [f"{SERVICE_LIMITS}.{k}" for k in ("nano_cpus", "memory_bytes")]
+        how = f"set {SERVICE_LIMITS} nano_cpus and memory_bytes"
+    else:
+        keys, how = ["cpus", "memory"], "set cpus (string) and memory (MB)"
+    for key in keys:
+        value = nested(res.props, key)
         if is_unknown(value):
             found.append(Deferred(rule, res.ref, key))
         elif not _positive(value):
-            missing.append(key)
+            missing.append(key.rsplit(".", 1)[-1])
     if missing:
-        found.append(f"[{rule}] long-running container {res.ref} has no "
-                     f"{' or '.join(missing)} limit; set cpus (string) and memory (MB)")
+        found.append(f"[{rule}] long-running {kind_of(res)} {res.ref} has no "
+                     f"{' or '.join(missing)} limit; {how}")
     yield from _long_running(res, rule, found)
 
 
 def check_log_rotation(res: Res, ctx: Ctx) -> Iterator[Outcome]:
-    if res.type != CONTAINER:
+    if res.type not in (CONTAINER, SERVICE):
         return
     rule = "container-log-rotation"
-    driver = prop(res.props, "log_driver")
-    opts = prop(res.props, "log_opts", {})
+    if res.type == SERVICE:
+        driver_key, opts_key = f"{SERVICE_LOG_DRIVER}.name", f"{SERVICE_LOG_DRIVER}.options"
+        how = f"{SERVICE_LOG_DRIVER} name json-file with options max-size and max-file"
+    else:
+        driver_key, opts_key, how = "log_driver", "log_opts", "log_driver json-file with log_opts max-size and max-file"
+    driver = nested(res.props, driver_key)
+    opts = nested(res.props, opts_key, {})
     found: List[Outcome] = []
     if is_unknown(driver):
-        found.append(Deferred(rule, res.ref, "log_driver"))
+        found.append(Deferred(rule, res.ref, driver_key))
     elif driver not in ROTATING_LOG_DRIVERS:
-        found.append(f"[{rule}] long-running container {res.ref} has log_driver={driver!r}; "
-                     "use json-file with log_opts max-size and max-file")
+        found.append(f"[{rule}] long-running {kind_of(res)} {res.ref} has {driver_key}={driver!r}; use {how}")
     elif driver == "json-file":
         if is_unknown(opts):
-            found.append(Deferred(rule, res.ref, "log_opts"))
+            found.append(Deferred(rule, res.ref, opts_key))
         else:
             values = [opts.get("max-size"), opts.get("max-file")]
             if any(v is None or v == "" for v in values):
-                found.append(f"[{rule}] long-running container {res.ref} logs to json-file without "
-                             "rotation; set log_opts max-size and max-file")
+                found.append(f"[{rule}] long-running {kind_of(res)} {res.ref} logs to json-file without "
+                             f"rotation; set {opts_key} max-size and max-file")
             elif any(is_unknown(v) for v in values):
-                found.append(Deferred(rule, res.ref, "log_opts max-size / max-file"))
+                found.append(Deferred(rule, res.ref, f"{opts_key} max-size / max-file"))
     yield from _long_running(res, rule, found)
 
 
@@ -404,23 +530,28 @@ def image_problem(ref: str) -> Optional[str]:
     return None
 
 
-IMAGE_KEYS = {CONTAINER: "image", **IMAGE_SOURCES}
+# Where each resource type names its image (a dotted path for `nested`).
+IMAGE_KEYS = {CONTAINER: "image", SERVICE: "task_spec.container_spec.image", **IMAGE_SOURCES}
+# The top-level input whose property dependencies say where an unknown image comes from: the
+# engine records dependencies per top-level property, and a service's image is inside taskSpec.
+IMAGE_DEPENDENCY = {CONTAINER: "image", SERVICE: "taskSpec"}
 
 
 def check_image_pinned(res: Res, ctx: Ctx) -> Iterator[Outcome]:
-    """Container `image`, RemoteImage `name`, Image `image_name`: pinned by tag (not latest),
-    digest or image id. A container's image that is not known yet (the id of a RemoteImage
-    during a preview) is deferred here; `preview-unknowns` accepts it when it comes from a
-    RemoteImage of the stack, whose `name` this rule checks."""
+    """Container `image`, Service `task_spec.container_spec.image`, RemoteImage `name`, Image
+    `image_name`: pinned by tag (not latest), digest or image id. A container's (or service's)
+    image that is not known yet (the id of a RemoteImage during a preview) is deferred here;
+    `preview-unknowns` accepts it when it comes from a RemoteImage of the stack, whose `name`
+    this rule checks."""
     key = IMAGE_KEYS.get(res.type)
     if key is None:
         return
     rule = "image-pinned-tag"
-    kind = res.type.split(":")[-1]
-    ref = prop(res.props, key)
+    kind = kind_of(res)
+    ref = nested(res.props, key)
     if is_unknown(ref):
         why = ("computed from another resource, normally a RemoteImage's id"
-               if res.type == CONTAINER else "computed from another resource")
+               if res.type in IMAGE_DEPENDENCY else "computed from another resource")
         yield Deferred(rule, res.ref, key, why)
         return
     if not isinstance(ref, str):
@@ -454,7 +585,12 @@ def is_data_volume(res: Res) -> Any:
 
 
 def check_prod_protected(res: Res, ctx: Ctx) -> Iterator[Outcome]:
-    if not ctx.is_prod or res.protect:
+    if not ctx.is_prod:
+        return
+    if res.type == SERVICE:
+        yield from _check_data_service(res, ctx)
+        return
+    if res.protect:
         return
     rule = "prod-stateful-protected"
     data = is_data_volume(res)
@@ -466,6 +602,115 @@ def check_prod_protected(res: Res, ctx: Ctx) -> Iterator[Outcome]:
     elif res.type in SECRET_TYPES:
         yield (f"[{rule}] secret {res.ref} is not protected in "
                f"{ctx.environment} (stack {ctx.stack or '?'}); set protect=True so it is never regenerated")
+
+
+SERVICE_MOUNTS = "task_spec.container_spec.mounts"
+SERVICE_CONSTRAINTS = "task_spec.placement.constraints"
+# A constraint that names one node, or the nodes carrying one label (`node.labels.K==V`).
+_PINNING = re.compile(r"^\s*node\.(labels\.[^=!\s]+|hostname|id)\s*==\s*\S+\s*$")
+
+
+def _check_data_service(res: Res, ctx: Ctx) -> Iterator[Outcome]:
+    """On a swarm a data service's volume is created by the engine of the node its task runs
+    on, never by Pulumi (so there is no Volume resource to protect, and deleting the service
+    leaves the data). What protects the data is that the task always runs on the node that has
+    it, on a named volume: a named `volume` mount (not tmpfs, not an anonymous volume, not
+    none), a placement constraint that pins it (`node.labels.K==V`, `node.hostname==`,
+    `node.id==`), and one task (two would share, or split, the volume)."""
+    rule = "prod-stateful-protected"
+    service = service_of(res)
+    if is_unknown(service):
+        yield Deferred(rule, res.ref, f"label {LABEL_SERVICE}",
+                       "a data service must keep its data on a named volume on a pinned node")
+        return
+    if service not in DATA_SERVICES:
+        return
+    where = f"in {ctx.environment} (stack {ctx.stack or '?'})"
+    mounts = nested(res.props, SERVICE_MOUNTS)
+    named = False
+    unsure: List[Outcome] = [Deferred(rule, res.ref, SERVICE_MOUNTS)] if is_unknown(mounts) else []
+    for i, mount in enumerate([] if is_unknown(mounts) else mounts or []):
+        kind = nested(mount, "type")
+        source = nested(mount, "source")
+        if is_unknown(kind) or (kind == "volume" and is_unknown(source)):
+            unsure.append(Deferred(rule, res.ref, f"{SERVICE_MOUNTS}[{i}]"))
+        elif kind == "volume" and isinstance(source, str) and source.strip():
+            named = True
+    if not named:  # one named volume is enough, whatever the other mounts are
+        yield from unsure
+        if not unsure:
+            yield (f"[{rule}] data service {res.ref} mounts no named volume {where} ({SERVICE_MOUNTS} has "
+                   "no mount of type volume with a source); its data would go with the task")
+    constraints = nested(res.props, SERVICE_CONSTRAINTS)
+    if is_unknown(constraints):
+        yield Deferred(rule, res.ref, SERVICE_CONSTRAINTS)
+    else:
+        known = [c for c in constraints or [] if not is_unknown(c)]
+        if not any(isinstance(c, str) and _PINNING.match(c) for c in known):
+            if len(known) < len(constraints or []):
+                yield Deferred(rule, res.ref, SERVICE_CONSTRAINTS + "[*]")
+            else:
+                yield (f"[{rule}] data service {res.ref} is not pinned to its data node {where} "
+                       f"({SERVICE_CONSTRAINTS}: {list(known)}); add a constraint such as "
+                       "node.labels.ai-meeting.data==true, or a task may start elsewhere on an empty volume")
+    mode = nested(res.props, "mode", {})
+    if is_unknown(mode):
+        yield Deferred(rule, res.ref, "mode")
+        return
+    is_global = nested(mode, "global")
+    replicas = nested(mode, "replicated.replicas", 1)
+    if is_unknown(is_global) or is_unknown(replicas):
+        yield Deferred(rule, res.ref, "mode")
+    elif is_global is True:
+        yield f"[{rule}] data service {res.ref} runs in global mode {where}; one task per data volume (replicas 1)"
+    elif _positive(replicas) and float(replicas) > 1:
+        yield (f"[{rule}] data service {res.ref} runs {shown(replicas)} tasks {where}; "
+               "one task per data volume (replicas 1)")
+
+
+# Images that read a secret from a file when given another variable, by the last segment of
+# their repository (and the `ai-meeting.service` label): postgres and minio `<NAME>_FILE`,
+# Grafana `<NAME>__FILE`. On a swarm that file is a docker.Secret under /run/secrets; a plain
+# environment variable is in the service's spec, shown by `docker service inspect` to anyone
+# who can reach a manager and by `docker inspect` of each task on its node.
+FILE_SECRET_ENV = {
+    "postgres": {"POSTGRES_PASSWORD": "POSTGRES_PASSWORD_FILE"},
+    "minio": {"MINIO_ROOT_PASSWORD": "MINIO_ROOT_PASSWORD_FILE", "MINIO_SECRET_KEY": "MINIO_SECRET_KEY_FILE"},
+    "grafana": {"GF_SECURITY_ADMIN_PASSWORD": "GF_SECURITY_ADMIN_PASSWORD__FILE"},
+}
+SERVICE_ENV = "task_spec.container_spec.env"
+
+
+def image_repository(ref: str) -> str:
+    """`ghcr.io/x/postgres:15@sha256:…` -> `postgres` (the last segment, no tag or digest)."""
+    last = ref.split("@", 1)[0].rsplit("/", 1)[-1]
+    return last.split(":", 1)[0]
+
+
+def check_service_secret_files(res: Res, ctx: Ctx) -> Iterator[Outcome]:
+    """A swarm service whose image can read a password from a file (the `_FILE` variable) gets
+    it as a docker.Secret, never as plain environment. Only the variables' names are read. The
+    API's image reads only environment, so its settings stay environment (not judged)."""
+    if res.type != SERVICE:
+        return
+    rule = "service-secrets-as-files"
+    image, service = nested(res.props, IMAGE_KEYS[SERVICE]), service_of(res)
+    kinds = {image_repository(image) if isinstance(image, str) else None,
+             None if is_unknown(service) else service}
+    reads = {k: v for kind in kinds if kind in FILE_SECRET_ENV for k, v in FILE_SECRET_ENV[kind].items()}
+    if not reads:
+        if is_unknown(image) and is_unknown(service):
+            yield Deferred(rule, res.ref, f"{IMAGE_KEYS[SERVICE]} and label {LABEL_SERVICE}",
+                           "an image that reads a password from a file must get it from a docker.Secret")
+        return
+    env = nested(res.props, SERVICE_ENV)
+    if is_unknown(env):
+        yield Deferred(rule, res.ref, SERVICE_ENV, f"none of {sorted(reads)} may be in it")
+        return
+    for name in list(env) if isinstance(env, Mapping) else []:
+        if name in reads:
+            yield (f"[{rule}] service {res.ref} passes {name} in plain environment ({SERVICE_ENV}), shown by "
+                   f"`docker service inspect`; its image reads {reads[name]}: mount a docker.Secret there instead")
 
 
 # --------------------------------------------------------------------------- stack rules
@@ -497,8 +742,13 @@ def _truthy(value: Any) -> bool:
 STACK_CHECK_WHEN = "when the update has run (stack policies judge the stack's final state)"
 
 
+# Where nginx's ports are: (list, the port inside the container) per resource type.
+NGINX_PORTS = {CONTAINER: ("ports", "internal"), SERVICE: ("endpoint_spec.ports", "target_port")}
+
+
 def check_prod_tls(resources: Sequence[Res], ctx: Ctx) -> Iterator[Outcome]:
-    """In prod TLS is on (nginx serves 443) and not self-signed unless explicitly allowed."""
+    """In prod TLS is on (nginx, a container or a swarm service, publishes 443) and not
+    self-signed unless explicitly allowed."""
     if not ctx.is_prod:
         return
     rule = "prod-tls-required"
@@ -520,42 +770,48 @@ def check_prod_tls(resources: Sequence[Res], ctx: Ctx) -> Iterator[Outcome]:
             if res.type == SELF_SIGNED_CERT:
                 yield (f"[{rule}] self-signed certificate {res.ref} in prod; use letsencrypt or provided")
     for res in resources:
-        if res.type != CONTAINER:
+        if res.type not in NGINX_PORTS:
             continue
         service = service_of(res)
         if not is_unknown(service) and service != "nginx":
             continue
-        ports = prop(res.props, "ports")
+        key, inner = NGINX_PORTS[res.type]
+        ports = nested(res.props, key)
         if is_unknown(ports):
-            yield Deferred(rule, res.ref, "ports", "nginx must publish 443 in prod", STACK_CHECK_WHEN)
+            yield Deferred(rule, res.ref, key, "nginx must publish 443 in prod", STACK_CHECK_WHEN)
             continue
-        internal = [p if is_unknown(p) else p.get("internal") for p in ports or []]
+        internal = [p if is_unknown(p) or not isinstance(p, Mapping) else nested(p, inner)
+                    for p in ports or []]
         if 443 in internal:
             continue
         if any(is_unknown(p) for p in internal) or is_unknown(service):
-            yield Deferred(rule, res.ref, "ports" if not is_unknown(service) else f"label {LABEL_SERVICE}",
+            yield Deferred(rule, res.ref, key if not is_unknown(service) else f"label {LABEL_SERVICE}",
                            "nginx must publish 443 in prod", STACK_CHECK_WHEN)
         else:
-            yield f"[{rule}] nginx container {res.ref} does not publish 443: TLS is off in prod"
+            yield f"[{rule}] nginx {kind_of(res)} {res.ref} does not publish 443: TLS is off in prod"
 
 
 RESOURCE_RULES = {
     "ports-loopback-only": (check_ports_loopback_only,
-                            "Only nginx publishes ports beyond 127.0.0.1."),
+                            "Only nginx publishes ports beyond 127.0.0.1; on a swarm only nginx's 80/443."),
     "container-healthcheck": (check_healthcheck,
-                              "Every long-running container has a healthcheck."),
+                              "Every long-running container and swarm service has a healthcheck."),
     "container-restart-policy": (check_restart_policy,
-                                 "Every long-running container has a restart policy."),
+                                 "Every long-running container and swarm service restarts on failure."),
     "container-resource-limits": (check_resource_limits,
-                                  "Every long-running container has CPU and memory limits."),
+                                  "Every long-running container and swarm service has CPU and memory limits."),
     "container-log-rotation": (check_log_rotation,
-                               "Every long-running container rotates its logs."),
+                               "Every long-running container and swarm service rotates its logs."),
     "image-pinned-tag": (check_image_pinned,
                          "No image uses the 'latest' tag or no tag (digests are fine)."),
     "password-min-length": (check_password_length,
                             "Generated passwords are at least 32 characters."),
+    "service-secrets-as-files": (check_service_secret_files,
+                                 "A swarm service reads a password its image can read from a file "
+                                 "from a docker.Secret, not plain environment."),
     "prod-stateful-protected": (check_prod_protected,
-                                "In prod, data volumes and secret resources are protected."),
+                                "In prod, data volumes and secret resources are protected, and a swarm "
+                                "data service is pinned to its node on a named volume."),
 }
 
 STACK_RULES = {
@@ -568,11 +824,12 @@ STACK_RULES = {
 LONG_RUNNING_RULES = frozenset({"container-healthcheck", "container-restart-policy",
                                 "container-resource-limits", "container-log-rotation"})
 RULE_TYPES = {
-    "ports-loopback-only": frozenset({CONTAINER}),
-    **{rule: frozenset({CONTAINER}) for rule in LONG_RUNNING_RULES},
+    "ports-loopback-only": frozenset({CONTAINER, SERVICE}),
+    **{rule: frozenset({CONTAINER, SERVICE}) for rule in LONG_RUNNING_RULES},
     "image-pinned-tag": frozenset(IMAGE_KEYS),
     "password-min-length": frozenset({RANDOM_PASSWORD}),
-    "prod-stateful-protected": frozenset({VOLUME} | SECRET_TYPES),
+    "service-secrets-as-files": frozenset({SERVICE}),
+    "prod-stateful-protected": frozenset({VOLUME, SERVICE} | SECRET_TYPES),
 }
 
 
@@ -584,7 +841,7 @@ def not_applicable(rule: str, res: Res, ctx: Ctx) -> Optional[str]:
     if rule == "prod-stateful-protected" and not ctx.is_prod:
         return f"stack {ctx.stack or '?'} is {ctx.environment}, not prod"
     if rule in LONG_RUNNING_RULES and is_job(res) is True:
-        return "a one-shot job, not a long-running container"
+        return f"a one-shot job, not a long-running {kind_of(res)}"
     return None
 
 
@@ -594,8 +851,10 @@ PREVIEW_UNKNOWNS_DESCRIPTION = ("Says which checks of the mandatory policies can
 
 
 def image_source(res: Res, by_urn: Mapping[str, Res]) -> Optional[Res]:
-    """The RemoteImage (or Image) of the stack that a container's `image` comes from, if any."""
-    for urn in res.deps.get("image", ()):
+    """The RemoteImage (or Image) of the stack that a container's `image` (a service's
+    `taskSpec`) comes from, if any."""
+    key = IMAGE_DEPENDENCY.get(res.type)
+    for urn in res.deps.get(key, ()) if key else ():
         source = by_urn.get(urn)
         if source is not None and source.type in IMAGE_SOURCES:
             return source
@@ -626,8 +885,8 @@ def check_preview_unknowns(resources: Sequence[Res], ctx: Ctx) -> Iterator[str]:
             for outcome in resource_outcomes(rule, res, ctx):
                 if not isinstance(outcome, Deferred):
                     continue
-                if (rule == "image-pinned-tag" and res.type == CONTAINER
-                        and outcome.what == "image" and image_source(res, by_urn) is not None):
+                if (rule == "image-pinned-tag" and res.type in IMAGE_DEPENDENCY
+                        and outcome.what == IMAGE_KEYS[res.type] and image_source(res, by_urn) is not None):
                     continue
                 yield outcome.message
     for rule, (fn, _) in STACK_RULES.items():

@@ -141,7 +141,11 @@ BAD_EXPECTED = {  # resource -> the rules it must fail (programs/bad/__main__.py
     "latest-image": {"image-pinned-tag"},
     "short-password": {"password-min-length", "prod-stateful-protected"},
     "data": {"prod-stateful-protected"},
+    "svc-postgres": {"ports-loopback-only", "prod-stateful-protected", "service-secrets-as-files"},
+    "svc-sloppy": {"image-pinned-tag", "container-healthcheck", "container-restart-policy",
+                   "container-resource-limits", "container-log-rotation"},
 }
+SERVICE_RULES = CONTAINER_RULES | {"prod-stateful-protected", "service-secrets-as-files"}
 
 
 def test_policy_pack_gives_every_rule_a_verdict_and_stops_bad_resources(engine):
@@ -163,6 +167,7 @@ def test_policy_pack_gives_every_rule_a_verdict_and_stops_bad_resources(engine):
     assert f"ai-meeting-guardrails@v{PACK_VERSION}" in out
     assert "@v0.0.1" not in out and "can't run policy" not in out, out
     assert "5432->5432 on 0.0.0.0" in out and "has length 16;" in out, out
+    assert "data service 'svc-postgres'" in out and "25432->5432 (host mode)" in out, out
 
     events = _events(log)
     summaries = _summaries(events)
@@ -176,6 +181,10 @@ def test_policy_pack_gives_every_rule_a_verdict_and_stops_bad_resources(engine):
     assert set(by_name["api-1"].get("passed") or []) == CONTAINER_RULES - {"image-pinned-tag"}
     assert not by_name["api-1"].get("failed")
     assert by_name["base-image"].get("passed") == ["image-pinned-tag"]
+    # the good swarm services are judged by every rule that judges a service, and pass
+    for good in ("svc-api", "svc-nginx"):
+        assert set(by_name[good].get("passed") or []) == SERVICE_RULES, (good, by_name[good])
+        assert not by_name[good].get("failed"), by_name[good]
     # `web` takes the id of the :latest RemoteImage: judged through that RemoteImage
     assert not by_name["web"].get("failed")
     # nginx may publish 28080 on 0.0.0.0, but in prod it must serve 443 and not be self-signed
@@ -197,7 +206,7 @@ def test_policy_pack_gives_every_rule_a_verdict_and_stops_bad_resources(engine):
     assert unknown["resourceUrn"].endswith("::computed")
     for line in out.splitlines():
         if re.search(r"\[[a-z-]+\] '", line):  # a violation message names resource and rule
-            assert "'api-1'" not in line, line
+            assert "'api-1'" not in line and "'svc-api'" not in line and "'svc-nginx'" not in line, line
     # nothing was created
     assert docker("ps", "-aq", "--filter", "name=guardrails-bad-").stdout.strip() == ""
 

@@ -181,7 +181,8 @@ def test_unknown_values_are_reported_never_passed_silently(pack):
     assert deferred == {"image-pinned-tag", "container-restart-policy"}
     # the rules that do not judge containers at all say so too (not counted as passed)
     assert {n.policy_name for n in resp.not_applicable} - deferred == {"password-min-length",
-                                                                        "prod-stateful-protected"}
+                                                                        "prod-stateful-protected",
+                                                                        "service-secrets-as-files"}
     stack = analyzer_pb2.AnalyzeStackRequest(resources=[
         _resource("dev", "random:index/randomString:RandomString", "tag", {"result": UNKNOWN}),
         _resource("dev", C, "worker", container, {"image": [_urn("dev", "random:index/randomString:RandomString", "tag")]}),
@@ -193,3 +194,45 @@ def test_unknown_values_are_reported_never_passed_silently(pack):
     assert "[image-pinned-tag] 'worker'" in text and "[container-restart-policy] 'worker'" in text
     assert all(d.urn == _urn("dev", C, "worker") for d in notes)
     assert "0.0.1" not in text
+
+
+S = "docker:index/service:Service"
+
+
+def _service(service, image, ports=None, healthcheck=True):
+    """A docker.Service's inputs as the engine sends them (camelCase, numbers as floats)."""
+    spec = {"image": image}
+    if healthcheck:
+        spec["healthcheck"] = {"tests": ["CMD-SHELL", "true"], "interval": "2s", "retries": 15.0}
+    task = {"containerSpec": spec,
+            "resources": {"limits": {"nanoCpus": 1e9, "memoryBytes": 536870912.0}},
+            "restartPolicy": {"condition": "any"},
+            "logDriver": {"name": "json-file", "options": {"max-size": "20m", "max-file": "5"}},
+            "networksAdvanceds": [{"name": "ai-meeting-network", "aliases": [service]}]}
+    if service == "postgres":
+        spec["mounts"] = [{"type": "volume", "source": "ai-meeting-postgres-data", "target": "/var/lib/postgresql/data"}]
+        task["placement"] = {"constraints": ["node.labels.ai-meeting.data==true"]}
+    return {"name": f"ai-meeting-{service}", "labels": [{"label": "ai-meeting.service", "value": service}],
+            "taskSpec": task, "mode": {"replicated": {"replicas": 1.0}},
+            "endpointSpec": {"mode": "dnsrr", **({"ports": ports} if ports else {})}}
+
+
+def test_a_swarm_service_is_judged_over_the_wire(pack):
+    stub = pack("prod", {"ai-meeting:tls": json.dumps({"mode": "provided"})})
+    good = _service("postgres", "postgres:15.6-alpine")
+    assert _analyze(stub, "prod", S, "postgres", good) == []
+    bad = _service("postgres", "postgres", healthcheck=False,
+                   ports=[{"targetPort": 5432.0, "publishedPort": 5432.0, "publishMode": "host"}])
+    bad["taskSpec"].pop("placement")
+    diags = _analyze(stub, "prod", S, "postgres", bad)
+    assert {d.policyName for d in diags} == {"ports-loopback-only", "image-pinned-tag",
+                                             "container-healthcheck", "prod-stateful-protected"}
+    for d in diags:
+        assert d.enforcementLevel == MANDATORY and d.urn == _urn("prod", S, "postgres")
+        assert f"[{d.policyName}]" in d.message and "service 'postgres'" in d.message
+    nginx = _service("nginx", "nginx:1.25.4-alpine",
+                     ports=[{"targetPort": 80.0, "publishedPort": 80.0, "publishMode": "host"}])
+    assert _analyze(stub, "prod", S, "nginx", nginx) == []
+    req = analyzer_pb2.AnalyzeStackRequest(resources=[_resource("prod", S, "nginx", nginx)])
+    [tls] = list(stub.AnalyzeStack(req).diagnostics)
+    assert tls.policyName == "prod-tls-required" and "nginx service 'nginx'" in tls.message

@@ -46,7 +46,8 @@ def test_pack_has_every_rule_and_is_mandatory_by_default(monkeypatch):
     assert set(POLICIES) == {
         "ports-loopback-only", "container-healthcheck", "container-restart-policy",
         "container-resource-limits", "container-log-rotation", "image-pinned-tag",
-        "password-min-length", "prod-stateful-protected", "prod-tls-required", "preview-unknowns"}
+        "password-min-length", "service-secrets-as-files", "prod-stateful-protected",
+        "prod-tls-required", "preview-unknowns"}
     assert POLICIES["preview-unknowns"].enforcement_level == EnforcementLevel.ADVISORY
     assert all(p.enforcement_level is None for n, p in POLICIES.items() if n != "preview-unknowns")
 
@@ -448,7 +449,7 @@ def test_a_rule_is_not_applicable_where_it_judges_nothing():
         assert run_policy(POLICIES[policy], typ, props, not_applicable=out, **kwargs) == []
         return out
     assert reasons("password-min-length", C, good_container()) == ["judges RandomPassword resources only"]
-    assert reasons("container-healthcheck", rules.VOLUME, DATA_VOLUME) == ["judges Container resources only"]
+    assert reasons("container-healthcheck", rules.VOLUME, DATA_VOLUME) == ["judges Container, Service resources only"]
     assert reasons("prod-stateful-protected", rules.VOLUME, DATA_VOLUME, stack="dev") == [
         "stack dev is dev, not prod"]
     job = {"image": "x/y:1", "labels": labels("migrate", "job")}

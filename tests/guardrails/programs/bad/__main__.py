@@ -14,6 +14,14 @@ apply too. Only previewed by the tests: nothing is created.
 - `computed`'s image comes from a RandomString, not a RemoteImage: unknown in preview, so the
   advisory preview-unknowns says image-pinned-tag cannot decide it now
 - `api-1` is fine (its image is the id of a pinned RemoteImage): no false positive expected.
+
+Swarm services (docker.Service; a preview needs no swarm):
+- `svc-postgres` publishes 5432 (host mode), keeps its data on tmpfs, has no placement
+  constraint and passes POSTGRES_PASSWORD in plain env -> ports-loopback-only,
+  prod-stateful-protected, service-secrets-as-files
+- `svc-sloppy`: `:latest`, no healthcheck, restart condition none, no limits, no log driver
+                                                             -> image-pinned-tag and the four long-running rules
+- `svc-api` and `svc-nginx` (80/443 in host mode) are fine: judged by every rule, no false positive.
 """
 
 import pulumi
@@ -64,3 +72,48 @@ container("api-1", "api", ports=[docker.ContainerPortArgs(internal=3000, ip="127
 random.RandomPassword("short-password", length=16, opts=opts)
 docker.Volume("data", name="guardrails-bad-data",
               labels=[docker.VolumeLabelArgs(label="ai-meeting.data", value="true")], opts=opts)
+
+
+def service(name, service_label, spec=None, task=None, **overrides):
+    """A swarm service as components/swarm_services.py declares one; `spec` and `task` replace
+    keys of its container spec and task spec (None removes one)."""
+    container_spec = dict(
+        image=image,
+        commands=["/bin/sleep", "86400"],
+        healthcheck=docker.ServiceTaskSpecContainerSpecHealthcheckArgs(tests=["CMD", "/bin/true"], interval="2s"),
+    )
+    container_spec.update(spec or {})
+    task_spec = dict(
+        resources=docker.ServiceTaskSpecResourcesArgs(
+            limits=docker.ServiceTaskSpecResourcesLimitsArgs(nano_cpus=500_000_000, memory_bytes=128 * 1024 * 1024)),
+        restart_policy=docker.ServiceTaskSpecRestartPolicyArgs(condition="any", delay="2s"),
+        log_driver=docker.ServiceTaskSpecLogDriverArgs(name="json-file", options={"max-size": "1m", "max-file": "2"}),
+    )
+    task_spec.update(task or {})
+    args = dict(
+        name=f"guardrails-bad-{name}",
+        labels=[docker.ServiceLabelArgs(label="ai-meeting.service", value=service_label)],
+        task_spec=docker.ServiceTaskSpecArgs(
+            container_spec=docker.ServiceTaskSpecContainerSpecArgs(
+                **{k: v for k, v in container_spec.items() if v is not None}),
+            **{k: v for k, v in task_spec.items() if v is not None}),
+        mode=docker.ServiceModeArgs(replicated=docker.ServiceModeReplicatedArgs(replicas=1)),
+    )
+    args.update(overrides)
+    return docker.Service(name, opts=opts, **args)
+
+
+service("svc-postgres", "postgres",
+        spec={"env": {"POSTGRES_PASSWORD": "not-a-real-one"},
+              "mounts": [docker.ServiceTaskSpecContainerSpecMountArgs(type="tmpfs", target="/var/lib/postgresql/data")]},
+        endpoint_spec=docker.ServiceEndpointSpecArgs(ports=[
+            docker.ServiceEndpointSpecPortArgs(target_port=5432, published_port=25432, publish_mode="host")]))
+service("svc-sloppy", "web", spec={"image": image.rsplit(":", 1)[0] + ":latest", "healthcheck": None},
+        task={"restart_policy": docker.ServiceTaskSpecRestartPolicyArgs(condition="none"),
+              "resources": None, "log_driver": None})
+service("svc-api", "api")
+service("svc-nginx", "nginx",
+        task={"placement": docker.ServiceTaskSpecPlacementArgs(constraints=["node.labels.ai-meeting.edge==true"])},
+        endpoint_spec=docker.ServiceEndpointSpecArgs(ports=[
+            docker.ServiceEndpointSpecPortArgs(target_port=80, published_port=28081, publish_mode="host"),
+            docker.ServiceEndpointSpecPortArgs(target_port=443, published_port=28443, publish_mode="host")]))
