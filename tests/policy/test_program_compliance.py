@@ -83,10 +83,14 @@ def test_every_resource_passes_the_resource_rules(declared):
     assert problems == [], "\n".join(problems)
 
 
-def test_every_swarm_service_keeps_its_data_protected(declared):
+def test_every_data_service_keeps_its_data_on_a_named_volume(declared):
     env, resources, _, target = declared
     if target != "swarm":
-        pytest.skip("a one-server program's data is protected volumes (protect is not visible to mocks)")
+        # One server: `protect` is not visible to mocks; each data container mounts its volume.
+        for r in resources:
+            if r.type == rules.CONTAINER and rules.service_of(r) in ("postgres", "redis", "minio"):
+                assert any(v.get("volumeName") for v in r.props.get("volumes") or []), r.name
+        return
     services = [r for r in resources if r.type == rules.SERVICE]
     for ctx in (Ctx(stack=env, environment=env), Ctx(stack="prod", environment="prod")):
         problems = [str(m) for r in services for m in rules.resource_outcomes("prod-stateful-protected", r, ctx)]
