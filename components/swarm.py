@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import shlex
+import socket
 from dataclasses import dataclass
 
 import pulumi
@@ -48,6 +49,23 @@ def images_for(node: SwarmNode, services: tuple[str, ...]) -> tuple[str, ...]:
     """Of the stack's images, those this node may run."""
     data, edge = node.labels.get(DATA_LABEL) == "true", node.labels.get(EDGE_LABEL) == "true"
     return tuple(s for s in services if (s not in DATA or data) and (s not in EDGE or edge))
+
+
+def answering_manager(target: SwarmTarget, timeout: float = 3.0) -> SwarmNode:
+    """The manager the swarm's API is reached through: the first in `target.nodes` whose sshd
+    accepts a connection. With 3 managers, an `up` then works while one of them (nodes[0]
+    included) is down, Raft keeping the swarm with the other two. A provider whose host
+    changes is updated, nothing it manages is replaced. With one manager, or none answering,
+    nodes[0]: the usual SSH error then says what is wrong."""
+    managers = [n for n in target.nodes if n.role == "manager"]
+    if len(managers) > 1:
+        for node in managers:
+            try:
+                with socket.create_connection((node.host, node.port), timeout=timeout):
+                    return node
+            except OSError:
+                continue
+    return target.manager
 
 
 @dataclass(frozen=True)
@@ -156,10 +174,12 @@ class SwarmCluster(pulumi.ComponentResource):
         # anything talk to the swarm's API (placement constraints need the labels).
         everything = [r for n in self.nodes for r in n.ready]
         ready_out = pulumi.Output.all(*[r.id for r in everything]).apply(lambda ids: sha256(",".join(ids)))
-        manager_target = manager.ssh_target(target.private_key)
+        reach = answering_manager(target)
+        manager_target = reach.ssh_target(target.private_key)
+        self.manager_node = reach
         self.provider = docker.Provider(
             "docker",
-            host=ready_out.apply(lambda _: target.docker_host),
+            host=ready_out.apply(lambda _: manager_target.docker_host),
             ssh_opts=ssh_options(manager_target, stack),
             opts=child,
         )

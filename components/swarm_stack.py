@@ -44,7 +44,8 @@ class SwarmStack(pulumi.ComponentResource):
 
         data = next(n for n in self.cluster.nodes if n.node.labels.get(DATA_LABEL) == "true")
         edges = [(node_key(n.node), shell(n)) for n in self.cluster.nodes if n.node.labels.get(EDGE_LABEL) == "true"]
-        manager = shell(self.cluster.nodes[0])
+        # Migrations run through the manager the swarm's API is reached through (swarm.py).
+        manager = shell(next(n for n in self.cluster.nodes if n.node is self.cluster.manager_node))
         # Self-signed or provided material (the model refuses letsencrypt on a swarm).
         self.tls = Tls("tls", assembly.tls_args(cfg), manager, [], child)
         material = self.tls.material

@@ -26,6 +26,9 @@ HARNESS_CACHE = os.environ.get("AI_MEETING_CACHE", str(Path.home() / ".cache" / 
 NETWORK = "aim-swarm-net"
 NET_PREFIX = "172.30.240"
 EDGE_HTTP_PORT, EDGE_HTTPS_PORT = 8091, 8491
+# Three managers: nodes[0] runs only what the scheduler puts there, so it can be lost while the
+# site keeps serving; the data services live on node 2, nginx's published ports on node 3.
+DATA_NODE, EDGE_NODE = 2, 3
 RUN_DIR = Path(HARNESS_CACHE) / "prod-server" / "run-aim-swarm"
 
 TIMINGS: dict[str, float] = {}
@@ -52,7 +55,7 @@ class Node:
     env: dict[str, str] = field(default_factory=dict, repr=False)
 
     def harness_env(self) -> dict[str, str]:
-        edge = self.index == 1
+        edge = self.index == EDGE_NODE
         return {
             **os.environ,
             "AI_MEETING_CACHE": HARNESS_CACHE,
@@ -97,10 +100,23 @@ class Swarm:
 
     @property
     def manager(self) -> Node:
-        return self.nodes[0]
+        """The first node whose server runs (all three are managers)."""
+        for node in self.nodes:
+            state = subprocess.run(["docker", "inspect", "-f", "{{.State.Running}}", node.name], capture_output=True, text=True)
+            if state.stdout.strip() == "true":
+                return node
+        raise AssertionError("no swarm test server is running")
+
+    @property
+    def data_node(self) -> Node:
+        return self.nodes[DATA_NODE - 1]
+
+    @property
+    def edge_node(self) -> Node:
+        return self.nodes[EDGE_NODE - 1]
 
     def docker(self, args: str, *, check: bool = True, timeout: int = 120) -> subprocess.CompletedProcess[str]:
-        """The swarm's docker CLI, on the manager."""
+        """The swarm's docker CLI, on a running manager."""
         return self.manager.sh(f"docker {args}", check=check, timeout=timeout)
 
 

@@ -109,7 +109,7 @@ class Deployment:
 
     def data_exec(self, service: str, inner: str) -> str:
         """A shell command in the running task of a data service (on the data node)."""
-        node = self.swarm.nodes[0]
+        node = self.swarm.data_node
         cid = node.sh(f"docker ps -q -f label=com.docker.swarm.service.name={PREFIX}-{service}").stdout.split()
         assert cid, f"no running {service} task on {node.name}"
         return node.sh(f"docker exec {cid[0]} sh -c {shlex.quote(inner)}").stdout
@@ -132,9 +132,9 @@ def deployment(swarm_servers: Swarm, tmp_path_factory) -> Deployment:
         target={
             "kind": "swarm",
             "nodes": [
-                n1.config("manager", {DATA: "true", EDGE: "true"}),
-                n2.config("worker", {}),
-                n3.config("worker", {}),
+                n1.config("manager", {}),
+                n2.config("manager", {DATA: "true"}),
+                n3.config("manager", {EDGE: "true"}),
             ],
         },
         api={"replicas": 3, "start_timeout": 120, "migrate_command": ["ai-meeting-api", "migrate"]},
@@ -185,8 +185,8 @@ def test_api_replicas_spread_and_data_pinned(deployment: Deployment) -> None:
     assert len(api_nodes) == 3, api_nodes
     assert len(set(api_nodes)) >= 2, f"all API replicas on one node: {api_nodes}"
     for service in ("postgres", "redis", "minio"):
-        assert deployment.running_nodes(service) == ["aim-swarm-1"], (service, deployment.tasks(service))
-    assert deployment.running_nodes("nginx") == ["aim-swarm-1"]
+        assert deployment.running_nodes(service) == ["aim-swarm-2"], (service, deployment.tasks(service))
+    assert deployment.running_nodes("nginx") == ["aim-swarm-3"]
     # Secrets are files, not environment, where the image reads a file.
     env = deployment.data_exec("postgres", "env")
     assert "POSTGRES_PASSWORD_FILE=/run/secrets/db_password" in env and "POSTGRES_PASSWORD=" not in env
@@ -201,7 +201,7 @@ def prom(deployment: Deployment, path: str) -> dict:
 def test_monitoring_runs_as_services_and_a_missing_replica_fires_target_down(deployment: Deployment, record) -> None:
     # The node exporter on every node; Prometheus on the data node with its volume.
     assert sorted(deployment.running_nodes("node-exporter")) == ["aim-swarm-1", "aim-swarm-2", "aim-swarm-3"]
-    assert deployment.running_nodes("prometheus") == ["aim-swarm-1"]
+    assert deployment.running_nodes("prometheus") == ["aim-swarm-2"]
 
     def targets_up() -> dict[str, int] | None:
         active = prom(deployment, "/api/v1/targets")["data"]["activeTargets"]
@@ -233,7 +233,7 @@ def test_monitoring_runs_as_services_and_a_missing_replica_fires_target_down(dep
 
 
 def test_backup_wipe_restore_round_trip_on_the_data_node(deployment: Deployment, record) -> None:
-    n1 = deployment.swarm.nodes[0]
+    n1 = deployment.swarm.data_node
     assert "backup.sh" in n1.sh("cat /etc/cron.d/ai-meeting-backup").stdout
     deployment.data_exec("postgres", 'psql -v ON_ERROR_STOP=1 -q -U ai_meeting -d ai_meeting -c '
                          '"CREATE TABLE rt (n int); INSERT INTO rt SELECT generate_series(1, 500)"')
@@ -316,12 +316,12 @@ def test_bad_release_rolls_back_by_itself(deployment: Deployment, record) -> Non
     deployment.expect_no_changes()
 
 
-def test_worker_node_loss_reschedules_api(deployment: Deployment, record) -> None:
+def test_losing_the_first_manager_keeps_serving_and_up_goes_through_another(deployment: Deployment, record) -> None:
+    """nodes[0] (a manager, neither data nor edge) dies under load: Raft keeps the swarm with the
+    other two managers, its API tasks are rescheduled, and an `up` reaches the swarm through the
+    next manager that answers."""
     before = wait_for("3 running API tasks", lambda: (n := deployment.running_nodes("api")) and len(n) == 3 and n)
-    # A worker (neither the manager nor the data or edge node) that runs API tasks right now.
-    workers = [n for n in deployment.swarm.nodes[1:] if n.name in before]
-    assert workers, f"no API task on a worker node: {before}"
-    victim = max(workers, key=lambda n: before.count(n.name))
+    victim = deployment.swarm.nodes[0]
     with LoadLoop(EDGE_HTTPS_PORT, "/api/health", workers=3, timeout=15, max_seconds=600) as load:
         started = time.monotonic()
         subprocess.run(["docker", "kill", victim.name], check=True, capture_output=True)
@@ -332,23 +332,27 @@ def test_worker_node_loss_reschedules_api(deployment: Deployment, record) -> Non
             (n := deployment.running_nodes("api")) and len(n) == 3 and victim.name not in n and n), timeout=300)
         rescheduled_after = time.monotonic() - started
     r = load.result
-    TIMINGS[f"{victim.name} killed -> node Down"] = down_after
-    TIMINGS[f"{victim.name} killed -> its API tasks running elsewhere"] = rescheduled_after
-    FIGURES.append(f"worker node loss under load: {r.summary()}; API tasks {sorted(before)} -> {sorted(after)}")
+    TIMINGS[f"{victim.name} (manager) killed -> node Down"] = down_after
+    TIMINGS[f"{victim.name} (manager) killed -> its API tasks running elsewhere"] = rescheduled_after
+    FIGURES.append(f"manager loss under load: {r.summary()}; API tasks {sorted(before)} -> {sorted(after)}")
     # Requests to a task on the dead node fail until nginx's 2 s connect timeout moves on and
     # Swarm has marked the node down; after that nothing may fail.
     late = [f for f in r.failed if float(f.split("s:", 1)[0].removeprefix("t=")) > down_after + 5]
-    record("swarm: worker node killed, API rescheduled", f"{len(r.failed)} failed of {r.total}, {len(late)} after the node was down",
+    record("swarm: first manager killed, site serving", f"{len(r.failed)} failed of {r.total}, {len(late)} after the node was down",
            "0 failed once the node is marked down", not late)
     assert r.ok > 0.9 * r.total, r.summary()
     assert not late, late[:5]
-    assert get("/api/health")[0] == 200
-    # Nothing the program declared changed: no diff while the node is gone.
+    # An `up` now reaches the swarm through nodes[1]: the provider is updated, nothing replaced.
+    res = deployment.up("up with nodes[0] down (through the next manager)")
+    assert "replace" not in res.stdout.split("Resources:")[-1], res.stdout[-2000:]
     deployment.expect_no_changes()
-    # The server comes back and rejoins by itself (same node id, its dockerd restarts).
+    assert get("/api/health")[0] == 200
+    # The server comes back and rejoins by itself (same node id, its dockerd restarts); the next
+    # `up` goes through nodes[0] again.
     subprocess.run(["docker", "start", victim.name], check=True, capture_output=True)
     wait_for(f"{victim.name} Ready again", lambda: "Ready" in deployment.swarm.docker(
         f"node inspect {victim.name} --format '{{{{.Status.State}}}}'").stdout.title(), timeout=300)
+    deployment.up("up with nodes[0] back")
     deployment.expect_no_changes()
 
 
@@ -360,7 +364,7 @@ def test_data_survives_everything(deployment: Deployment) -> None:
     obj = deployment.data_exec("minio", 'mc alias set local http://127.0.0.1:9000 "$MINIO_ROOT_USER" "$(cat /run/secrets/minio_password)" '
                                '>/dev/null && mc cat local/ai-meeting-recordings/swarm_probe.txt')
     assert obj.strip() == "kept", obj
-    assert deployment.running_nodes("postgres") == ["aim-swarm-1"]
+    assert deployment.running_nodes("postgres") == ["aim-swarm-2"]
 
 
 def test_destroy_leaves_every_node_clean(deployment: Deployment) -> None:
@@ -377,5 +381,5 @@ def test_destroy_leaves_every_node_clean(deployment: Deployment) -> None:
         wait_for(f"no stack container left on {node.name}",
                  lambda node=node: node.sh("docker ps -aq -f label=ai-meeting.stack").stdout.strip() == "", timeout=120)
         assert f"{PREFIX}-" not in node.sh("docker volume ls --format '{{.Name}}'").stdout, node.name
-    assert m.manager.sh("test ! -e /etc/cron.d/ai-meeting-backup", check=False).returncode == 0
-    assert m.manager.sh("ls /opt/ai-meeting/backups").stdout.strip(), "backups are kept"
+    assert m.data_node.sh("test ! -e /etc/cron.d/ai-meeting-backup", check=False).returncode == 0
+    assert m.data_node.sh("ls /opt/ai-meeting/backups").stdout.strip(), "backups are kept"
