@@ -17,10 +17,9 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-harness = pytest.importorskip("tests.unit.harness", reason="the program's mock harness is not importable")
-
 from ai_meeting_policy import rules  # noqa: E402
 from ai_meeting_policy.rules import Ctx, Res  # noqa: E402
+from tests.unit import harness  # noqa: E402  (in-repo: an import error must fail, never skip)
 
 CHECKED = [name for name in rules.RESOURCE_RULES if name != "prod-stateful-protected"]
 

@@ -106,8 +106,9 @@ def test_env_sh_respects_caller(clean_env, tmp_path):
     assert proc.stdout.strip() == str(tmp_path / "xdg" / "ai-meeting" / "passphrase")
 
 
-@pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck not installed")
 def test_scripts_shellcheck_clean():
+    if shutil.which("shellcheck") is None:
+        unavailable("shellcheck not installed (scripts/setup installs it)")
     proc = subprocess.run(
         ["shellcheck", str(INSTALL), str(ENV_SH)], capture_output=True, text=True
     )
