@@ -13,13 +13,10 @@ import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-from tests.prerequisites import unavailable
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.support import REPO, require_engine, require_local_images, unavailable
 
 
 def test_compose_file_renders_from_the_current_program(tmp_path):
@@ -48,8 +45,6 @@ def _require_tools() -> None:
             unavailable(f"{tool} is not installed (scripts/setup installs it)")
     if shutil.which("docker-compose") is None and subprocess.run(["docker", "compose", "version"], capture_output=True).returncode != 0:
         unavailable("no docker compose (scripts/setup installs Debian's docker-compose)")
-    from tests.e2e.engine import require_engine, require_local_images
-
     require_engine()
     require_local_images()
 

@@ -17,11 +17,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.prerequisites import unavailable
+from tests.support import REPO, TOOLCHAIN_BIN, unavailable
 
-REPO = Path(__file__).resolve().parents[2]
 WORKFLOWS = REPO / ".github" / "workflows"
-TOOLCHAIN_BIN = Path(os.environ.get("AI_MEETING_CACHE", Path.home() / ".cache" / "ai-meeting")) / "toolchain" / "bin"
 ACTIONLINT_VERSION = re.search(r"^VERSION=(\S+)$", (REPO / "scripts" / "install-actionlint").read_text(), re.M).group(1)
 
 # Environments holding prod secrets; GitHub enforces their protection (docs/guardrails.md).

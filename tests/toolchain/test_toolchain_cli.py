@@ -19,13 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.prerequisites import unavailable
+from tests.support import CACHE, REPO, unavailable
 
-REPO = Path(__file__).resolve().parents[2]
 ENV_SH = REPO / "scripts" / "pulumi-env.sh"
 INSTALL = REPO / "scripts" / "install-pulumi"
-CACHE = Path(os.environ.get("AI_MEETING_CACHE", Path.home() / ".cache" / "ai-meeting"))
-IN_CI = os.environ.get("CI", "").lower() == "true"
 
 
 def versions() -> dict[str, str]:

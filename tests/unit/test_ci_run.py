@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import REPO
 from tests.tier_times import format_lines, summary, tier_of
 
-REPO = Path(__file__).resolve().parents[2]
 
 TIMES = {"tiers": {"e2e": {"seconds": 600.4, "tests": 40, "failed": 1}, "unit": {"seconds": 12.0, "tests": 300, "failed": 0}},
          "tests_seconds": 612.4, "session_seconds": 630.0, "other_seconds": 17.6, "exitstatus": 1}

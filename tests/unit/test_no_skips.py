@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.support import REPO
+
 ALLOWED = {REPO / "tests" / "prerequisites.py"}
 SKIP_NAMES = {"skip", "skipif", "importorskip", "xfail", "skipTest", "skipIf", "skipUnless"}
 SKIP_OWNERS = {"pytest", "unittest", "self", "mark"}
