@@ -54,3 +54,24 @@ def test_no_import_cycle_in_bench():
 def test_the_cycle_check_sees_a_function_level_import(tmp_path):
     (tmp_path / "a.py").write_text("def f():\n    from .b import g\n")
     assert "pkg.b" in imports_of(tmp_path / "a.py", "pkg")
+
+
+def test_docker_helper_fails_as_both_old_helpers_did(tmp_path, monkeypatch):
+    """bench/ and the guardrails caught subprocess.CalledProcessError; the images tests expected an
+    AssertionError naming the command and its output: DockerError is both."""
+    import subprocess
+
+    import pytest
+
+    from tests.support import DockerError, docker
+
+    fake = tmp_path / "docker"
+    fake.write_text('#!/bin/sh\necho "out $*"; echo "no such container" >&2; exit 3\n')
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
+    assert docker("ps", check=False).returncode == 3
+    with pytest.raises(subprocess.CalledProcessError) as err:
+        docker("rm", "x")
+    assert isinstance(err.value, AssertionError) and isinstance(err.value, DockerError)
+    assert err.value.returncode == 3 and err.value.stdout == "out rm x\n"
+    assert "docker rm x -> 3" in str(err.value) and "no such container" in str(err.value)
