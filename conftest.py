@@ -15,6 +15,9 @@ import pytest
 
 os.environ.setdefault("PULUMI_SKIP_UPDATE_CHECK", "true")
 
+# wall time per tier in the terminal summary (and AI_MEETING_TIER_TIMES=<file> as JSON)
+pytest_plugins = ["tests.tier_times"]
+
 
 @dataclass
 class Figure:

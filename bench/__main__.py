@@ -25,6 +25,9 @@ import time
 import traceback
 from pathlib import Path
 
+from tests.support import copy_project
+
+from .patching import apply_patch
 from .settings import COMPOSE, PULUMI, REPO
 
 
@@ -145,21 +148,12 @@ def main(argv: list[str]) -> int:
 
 
 def _patched_copy(patches: list[Path], dest: Path) -> Path:
-    from tests.e2e.engine import copy_project
-
     if dest.exists():
         shutil.rmtree(dest)
     copy_project(dest)
     for patch in patches:
         apply_patch(patch, dest)
     return dest
-
-
-def apply_patch(patch: Path, directory: Path) -> None:
-    res = subprocess.run(["patch", "-p1", "--forward", "-s", "-d", str(directory), "-i", str(patch)],
-                         capture_output=True, text=True)
-    if res.returncode != 0:
-        raise SystemExit(f"{patch} does not apply to this commit's program:\n{res.stdout}{res.stderr}")
 
 
 def _cleanup(side, key: str, quiet: bool = False) -> None:

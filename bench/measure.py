@@ -19,13 +19,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.support import docker
+
 from .settings import BENCH
 
 WRK_SCRIPT = BENCH / "wrk" / "timeline.lua"
-
-
-def docker(*args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run(["docker", *args], capture_output=True, text=True, check=check, timeout=timeout)
 
 
 # ---- the probe: what a visitor sees through nginx ------------------------------------------------

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import yaml
 
 from config import StackConfig, validate_config
+from tests.support import REPO  # bench/ depends on tests/support, never on a test tier
 
-REPO = Path(__file__).resolve().parents[1]
 BENCH = REPO / "bench"
 
 DEMO_1 = "ai-meeting-local/api:demo-1"

@@ -18,7 +18,9 @@ from pathlib import Path
 from .compose import API_IMAGE_VAR, COMPOSE_FILE, set_env_value, write_env_file
 from .measure import docker
 from .settings import COMPOSE, COMPOSE_PROJECT, DEMO_1, MIGRATE, PULUMI, REPO, Side, dev_stack_values, merged_overrides
-from tests.e2e.engine import toolchain_env
+from tests.support import PulumiProject, toolchain_env
+
+from .patching import apply_patch
 
 
 @dataclass
@@ -202,8 +204,7 @@ class PulumiSide:
     stack_label = "bench"
 
     def __init__(self, workdir: Path, patches: list[Path] | None = None):
-        from tests.e2e.engine import PulumiProject  # the e2e harness: a copy of the project, its own backend
-
+        # tests/support's engine harness: a copy of the project, its own backend
         self.workdir = workdir
         if workdir.exists():
             shutil.rmtree(workdir)
@@ -215,8 +216,6 @@ class PulumiSide:
         # belongs to the passphrase of the stack that made it).
         self.project = PulumiProject(workdir / "project", self.stack, env)
         if patches:
-            from .__main__ import apply_patch
-
             for patch in patches:
                 apply_patch(patch, self.project.dir)
         self.version = subprocess.run(["pulumi", "version"], capture_output=True, text=True, env=env).stdout.strip()

@@ -13,13 +13,10 @@ import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-from tests.prerequisites import unavailable
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.support import REPO, require_engine, require_local_images, unavailable
 
 
 def test_compose_file_renders_from_the_current_program(tmp_path):
@@ -33,7 +30,7 @@ def test_compose_file_renders_from_the_current_program(tmp_path):
     assert (tmp_path / "files" / "nginx" / "nginx.conf").exists()
     compose = shutil.which("docker-compose")
     if compose is None:
-        return  # validated by docker-compose where it is installed (the bench tier needs it anyway)
+        unavailable("no docker-compose to validate the compose file (scripts/setup installs Debian's docker-compose)")
     env_file = tmp_path / "compose.env"
     env_file.write_text("DB_PASSWORD=x\nREDIS_PASSWORD=x\nMINIO_ROOT_PASSWORD=x\nTURN_PASSWORD=x\nJWT_SECRET=x\n"
                         f"AIM_BENCH_TLS_DIR={tmp_path}\n")
@@ -48,8 +45,6 @@ def _require_tools() -> None:
             unavailable(f"{tool} is not installed (scripts/setup installs it)")
     if shutil.which("docker-compose") is None and subprocess.run(["docker", "compose", "version"], capture_output=True).returncode != 0:
         unavailable("no docker compose (scripts/setup installs Debian's docker-compose)")
-    from tests.e2e.engine import require_engine, require_local_images
-
     require_engine()
     require_local_images()
 

@@ -1,25 +1,14 @@
-"""Helpers for the local image tests: docker CLI wrapper, polling, a per-test sandbox."""
+"""Helpers for the local image tests: polling, a per-test sandbox; `docker` is tests.support's."""
 
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 import uuid
 
+from tests.support import docker
+
 PREFIX = "ai-meeting-local"
-
-
-def docker(*args: str, check: bool = True, timeout: float = 120, input: str | None = None):
-    """Run `docker ARGS`, return CompletedProcess (text)."""
-    proc = subprocess.run(
-        ["docker", *args], capture_output=True, text=True, timeout=timeout, input=input
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(
-            f"docker {' '.join(args)} -> {proc.returncode}\nstdout: {proc.stdout}\nstderr: {proc.stderr}"
-        )
-    return proc
 
 
 def wait_for(predicate, timeout: float, interval: float = 0.5, what: str = "condition"):

@@ -17,13 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.prerequisites import unavailable
+from tests.support import REPO, unavailable
 
-REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-IN_CI = os.environ.get("CI", "").lower() == "true"
 NGINX = "/usr/sbin/nginx"
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 

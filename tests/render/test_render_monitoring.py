@@ -29,7 +29,7 @@ from render.monitoring import (
     render_grafana_datasource,
     render_prometheus_config,
 )
-from tests.e2e.engine import REPO, require_engine
+from tests.support import REPO, require_engine
 
 HERE = Path(__file__).resolve().parent
 PROMETHEUS_IMAGE = "ai-meeting-local/prometheus:2.42"

@@ -19,13 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.prerequisites import unavailable
+from tests.support import CACHE, REPO, unavailable
 
-REPO = Path(__file__).resolve().parents[2]
 ENV_SH = REPO / "scripts" / "pulumi-env.sh"
 INSTALL = REPO / "scripts" / "install-pulumi"
-CACHE = Path(os.environ.get("AI_MEETING_CACHE", Path.home() / ".cache" / "ai-meeting"))
-IN_CI = os.environ.get("CI", "").lower() == "true"
 
 
 def versions() -> dict[str, str]:
@@ -106,8 +103,9 @@ def test_env_sh_respects_caller(clean_env, tmp_path):
     assert proc.stdout.strip() == str(tmp_path / "xdg" / "ai-meeting" / "passphrase")
 
 
-@pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck not installed")
 def test_scripts_shellcheck_clean():
+    if shutil.which("shellcheck") is None:
+        unavailable("shellcheck not installed (scripts/setup installs it)")
     proc = subprocess.run(
         ["shellcheck", str(INSTALL), str(ENV_SH)], capture_output=True, text=True
     )

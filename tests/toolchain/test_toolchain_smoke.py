@@ -25,18 +25,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.prerequisites import unavailable
+from tests.support import REPO, TOOLCHAIN_BIN, unavailable
+from tests.support import toolchain_env as base_toolchain_env
 
 # e2e: the full engine (CLI, language host, the four plugins built by scripts/install-pulumi).
 pytestmark = [pytest.mark.toolchain, pytest.mark.e2e]
 
-REPO = Path(__file__).resolve().parents[2]
 PROGRAM = Path(__file__).resolve().parent / "program"
-CACHE = Path(os.environ.get("AI_MEETING_CACHE", Path.home() / ".cache" / "ai-meeting"))
-TOOLCHAIN_BIN = CACHE / "toolchain" / "bin"
 BASE_IMAGE = "ai-meeting-local/base:bookworm"
 BUSYBOX_IMAGE = "ai-meeting-toolchain-smoke/busybox:1"
-IN_CI = os.environ.get("CI", "").lower() == "true"
 
 
 def run(cmd: list[str], *, env=None, cwd=None, check=True, timeout=600, stdin=None):
@@ -62,8 +59,7 @@ def docker_ok() -> bool:
 
 @pytest.fixture(scope="module")
 def toolchain_env():
-    env = dict(os.environ)
-    env["PATH"] = f"{TOOLCHAIN_BIN}{os.pathsep}{env.get('PATH', '')}"
+    env = base_toolchain_env()
     pulumi = shutil.which("pulumi", path=env["PATH"])
     if not pulumi:
         unavailable(f"no pulumi CLI on PATH or in {TOOLCHAIN_BIN}: run scripts/install-pulumi")
@@ -71,11 +67,7 @@ def toolchain_env():
     if check.returncode != 0:
         missing = [line for line in check.stdout.splitlines() if "missing:" in line]
         unavailable("Pulumi toolchain incomplete (scripts/install-pulumi --check): " + "; ".join(missing))
-    env.update(
-        PULUMI_SKIP_UPDATE_CHECK="true",
-        PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION="true",
-        PULUMI_CONFIG_PASSPHRASE="toolchain-smoke-test-passphrase",
-    )
+    env["PULUMI_CONFIG_PASSPHRASE"] = "toolchain-smoke-test-passphrase"
     env.pop("PULUMI_CONFIG_PASSPHRASE_FILE", None)
     return env
 

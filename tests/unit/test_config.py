@@ -3,16 +3,15 @@ about Pulumi is needed to check that."""
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 import yaml
 
 from config import ConfigError, validate_config
 from config.loader import _environment_of, parse_pulumi_config
+from tests.support import REPO
 from tests.unit.harness import FAKE_PEM, config
 
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def problems(raw: dict, stack: str = "dev") -> list[str]:
@@ -121,7 +120,7 @@ def test_environment_follows_the_stack_name(stack, env):
 
 @pytest.mark.parametrize("stack", ["dev", "prod"])
 def test_committed_stack_files_validate(stack):
-    doc = yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text())["config"]
+    doc = yaml.safe_load((REPO / f"Pulumi.{stack}.yaml").read_text())["config"]
     raw = {k.split(":", 1)[1]: v for k, v in doc.items()}
     raw.setdefault("environment", stack)
     if stack == "prod":  # the key is set per operator with `pulumi config set --secret`

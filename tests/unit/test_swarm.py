@@ -3,12 +3,14 @@ services the program declares (under Pulumi mocks)."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 
 import pytest
 
 from config import ConfigError, validate_config
 from render.swarm import render_node_labels, render_swarm_firewall, render_swarm_init, render_swarm_join
+from tests.prerequisites import unavailable
 from tests.unit.harness import FAKE_PEM, deploy
 
 DATA = {"ai-meeting.data": "true"}
@@ -91,12 +93,20 @@ def shellcheck(script: str) -> None:
     assert proc.returncode == 0, proc.stdout
 
 
-@pytest.mark.skipif(subprocess.run(["which", "shellcheck"], capture_output=True).returncode != 0, reason="no shellcheck")
-def test_formation_scripts_are_idempotent_and_clean():
-    init = render_swarm_init("10.0.0.1")
-    join = render_swarm_join("10.0.0.1", "10.0.0.2")
-    for s in (init, join, render_swarm_firewall(["10.0.0.2", "10.0.0.3"]), render_node_labels("abcdefghij0123", DATA)):
+def formation_scripts() -> tuple[str, ...]:
+    return (render_swarm_init("10.0.0.1"), render_swarm_join("10.0.0.1", "10.0.0.2"),
+            render_swarm_firewall(["10.0.0.2", "10.0.0.3"]), render_node_labels("abcdefghij0123", DATA))
+
+
+def test_formation_scripts_are_shellcheck_clean():
+    if shutil.which("shellcheck") is None:
+        unavailable("no shellcheck (scripts/setup installs it)")
+    for s in formation_scripts():
         shellcheck(s)
+
+
+def test_formation_scripts_are_idempotent():
+    init, join, _, _ = formation_scripts()
     # Both check the node's swarm state before acting, and print the node id last.
     for s in (init, join):
         assert "LocalNodeState" in s and s.strip().endswith("'{{.Swarm.NodeID}}'")

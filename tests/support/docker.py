@@ -1,0 +1,23 @@
+"""The one `docker` CLI helper."""
+
+from __future__ import annotations
+
+import subprocess
+
+
+class DockerError(subprocess.CalledProcessError, AssertionError):
+    """A failed `docker` command: a CalledProcessError (as subprocess.run(check=True) raises) and
+    an AssertionError (a test failure), whose message carries the command's output."""
+
+    def __str__(self) -> str:
+        return (f"docker {' '.join(self.cmd[1:])} -> {self.returncode}\n"
+                f"stdout: {self.stdout}\nstderr: {self.stderr}")
+
+
+def docker(*args: str, check: bool = True, timeout: float | None = 120, input: str | None = None,
+           **kw) -> subprocess.CompletedProcess[str]:
+    """Run `docker ARGS` (text, output captured); with check, a non-zero exit raises DockerError."""
+    proc = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout, input=input, **kw)
+    if check and proc.returncode != 0:
+        raise DockerError(proc.returncode, proc.args, proc.stdout, proc.stderr)
+    return proc
