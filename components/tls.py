@@ -23,7 +23,6 @@ from render.certbot import (
 
 from .target import HostShell, install_files_script, sha256
 
-from .catalogue import CERT_DIR_IN_NGINX  # noqa: F401  (re-exported: where nginx reads its certificate)
 
 
 @dataclass

@@ -20,6 +20,7 @@ import pytest
 from tests.e2e import netcheck
 from tests.e2e.engine import REPO, PulumiProject, Result, require_engine, require_local_images
 from tests.e2e.load import LoadLoop
+from tests.support.docker import NEVER_HEALTHY, build_never_healthy_image
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
 
@@ -34,7 +35,6 @@ OVERRIDES = {
     "api": {"replicas": 1, **API},
 }
 DEMO_1, DEMO_2 = "ai-meeting-local/api:demo-1", "ai-meeting-local/api:demo-2"
-NEVER_HEALTHY = "ai-meeting-local/api:never-healthy"
 DATA_SERVICES = ("postgres", "redis", "minio")
 
 
@@ -289,15 +289,8 @@ def test_api_rollout_drops_no_request(stack, image, version):
     stack.assert_converged()
 
 
-def build_never_healthy_image() -> None:
-    """A release that starts but never answers its health check."""
-    dockerfile = f'FROM {DEMO_1}\nCMD ["sleep", "infinity"]\n'
-    subprocess.run(["docker", "build", "-q", "-t", NEVER_HEALTHY, "-"], input=dockerfile, text=True,
-                   capture_output=True, check=True, env={"DOCKER_BUILDKIT": "0", "PATH": "/usr/local/bin:/usr/bin:/bin"})
-
-
 def test_a_release_that_never_gets_healthy_fails_the_up_and_the_old_replicas_keep_serving(stack):
-    build_never_healthy_image()
+    build_never_healthy_image(DEMO_1)
     stack.set_api_image(NEVER_HEALTHY)
     with LoadLoop(HTTPS, "/api/health", body_key=api_version) as load:
         res = stack.project.run("up", "--yes", "--stack", "dev", "--skip-preview", check=False, timeout=900)

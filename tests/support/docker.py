@@ -21,3 +21,13 @@ def docker(*args: str, check: bool = True, timeout: float | None = 120, input: s
     if check and proc.returncode != 0:
         raise DockerError(proc.returncode, proc.args, proc.stdout, proc.stderr)
     return proc
+
+
+NEVER_HEALTHY = "ai-meeting-local/api:never-healthy"
+
+
+def build_never_healthy_image(base: str = "ai-meeting-local/api:demo-1") -> str:
+    """A release that starts but never answers its healthcheck (for rollout failure tests)."""
+    docker("build", "-q", "-t", NEVER_HEALTHY, "-", input=f'FROM {base}\nCMD ["sleep", "infinity"]\n',
+           env={"DOCKER_BUILDKIT": "0", "PATH": "/usr/local/bin:/usr/bin:/bin"}, timeout=300)
+    return NEVER_HEALTHY

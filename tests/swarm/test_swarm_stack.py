@@ -1,13 +1,17 @@
-"""target.kind swarm through the real engine: three bare servers, one `pulumi up` -> a site
-served by a three-node Docker Swarm; then the changes a swarm is for, each under load, each
-followed by `pulumi preview --expect-no-changes`:
+"""target.kind swarm through the real engine: three bare servers (three managers), one
+`pulumi up` -> a site served by a Docker Swarm with the whole plan (backups, monitoring); then
+what a team does with it, each under load where it matters, each followed by
+`pulumi preview --expect-no-changes`:
 
 - API replicas land on at least two nodes; the data services on the data node only;
+- monitoring as services: every target scraped, a missing API replica fires TargetDown;
+- backup -> wipe -> restore on the data node, back by checksum;
+- the database password rotated by `up`, the API still connected;
 - a rolling API update (start-first) drops no request;
 - a release that never becomes healthy is rolled back by Swarm itself, the `up` fails;
-- a worker node dies: its API tasks are rescheduled, the site keeps serving (failed requests
-  counted and reported);
-- the data written at the start is still there at the end.
+- the drain runbook moves the API without a failed request;
+- nodes[0] (a manager) dies: the site keeps serving, an `up` goes through another manager;
+- the data written at the start is still there; `pulumi destroy` leaves every node clean.
 
 One deployed stack is shared by the module (tests run in file order). Figures go to the
 terminal summary (and to the reliability report through `record`).
@@ -28,6 +32,7 @@ import yaml
 
 from tests.e2e.engine import PulumiProject, require_engine, require_local_images
 from tests.e2e.load import LoadLoop
+from tests.support.docker import NEVER_HEALTHY, build_never_healthy_image
 from tests.swarm.conftest import EDGE_HTTPS_PORT, FIGURES, TIMINGS, Swarm
 
 pytestmark = [pytest.mark.swarm, pytest.mark.docker, pytest.mark.toolchain, pytest.mark.e2e]
@@ -36,7 +41,6 @@ REPO = Path(__file__).resolve().parents[2]
 STACK = "swarm"
 ROLLOUT_FROM = "ai-meeting-local/api:demo-1"
 ROLLOUT_TO = "ai-meeting-local/api:demo-2"
-NEVER_HEALTHY = "ai-meeting-local/api:never-healthy"
 DATA = "ai-meeting.data"
 EDGE = "ai-meeting.edge"
 PREFIX = "aim-swarm"
@@ -299,10 +303,16 @@ def test_rolling_update_drops_no_request(deployment: Deployment, record) -> None
 
 
 def test_bad_release_rolls_back_by_itself(deployment: Deployment, record) -> None:
+    build_never_healthy_image(ROLLOUT_FROM)
     deployment.configure_images(api=NEVER_HEALTHY)
     with LoadLoop(EDGE_HTTPS_PORT, "/api/health", workers=2, timeout=15, max_seconds=900) as load:
         res = deployment.up("bad release: converge fails, Swarm rolls back", check=False)
     assert res.code != 0, "an up with a never-healthy image succeeded"
+    out = res.stdout + res.stderr
+    # It failed for the right reason: the service did not converge (Swarm rolled it back).
+    assert "is not on this machine" not in out, out[-3000:]
+    assert f"{PREFIX}-api" in out or "api" in out.split("error:", 1)[-1], out[-3000:]
+    assert any(w in out.lower() for w in ("rollback", "rolled back", "converge", "timeout", "deadline")), out[-3000:]
     r = load.result
     said = [line.strip() for line in (res.stdout + res.stderr).splitlines() if "error:" in line][:3]
     FIGURES.append(f"bad release under load: {r.summary()}; up said: {said}")
@@ -313,6 +323,23 @@ def test_bad_release_rolls_back_by_itself(deployment: Deployment, record) -> Non
     # Back to the good release in config: the program and the swarm agree again.
     deployment.configure_images(api=ROLLOUT_TO)
     deployment.up("up after the rollback (config back to the good release)")
+    deployment.expect_no_changes()
+
+
+def test_drain_runbook_moves_the_api_without_a_failed_request(deployment: Deployment, record) -> None:
+    """README, Swarm runbooks, "Drain a node": exactly its commands, under load."""
+    node = deployment.swarm.nodes[0].name
+    wait_for("3 running API tasks", lambda: len(deployment.running_nodes("api")) == 3)
+    with LoadLoop(EDGE_HTTPS_PORT, "/api/health", workers=3, timeout=15, max_seconds=600) as load:
+        deployment.swarm.docker(f"node update --availability drain {node}")
+        wait_for(f"no API task on the drained {node}", lambda: (
+            (n := deployment.running_nodes("api")) and len(n) == 3 and node not in n), timeout=300)
+    r = load.result
+    FIGURES.append(f"drain {node} under load: {r.summary()}")
+    record("swarm: drain a node (runbook) under load", f"{len(r.failed)} failed of {r.total}", "0 failed", not r.failed)
+    assert not r.failed, r.summary()
+    deployment.expect_no_changes()  # the program never changes availability
+    deployment.swarm.docker(f"node update --availability active {node}")
     deployment.expect_no_changes()
 
 
