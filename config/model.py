@@ -6,12 +6,14 @@ validated as a whole before any resource is declared, so bad input never half-ap
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from fractions import Fraction
 from typing import Annotated, Literal, Union
 from zoneinfo import available_timezones
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -523,6 +525,48 @@ class NginxConfig(Strict):
     bind_address: str = Field(default="0.0.0.0", pattern=r"^[0-9.]+$")
 
 
+def _check_client_network(value: str) -> str:
+    """An address or CIDR nginx's `geo` block takes, host bits clear (10.1.0.0/16, not 10.1.2.3/16)."""
+    try:
+        ipaddress.ip_network(value, strict=True)
+    except ValueError as exc:
+        hint = ""
+        if "has host bits set" in str(exc):
+            hint = f" (the network is {ipaddress.ip_network(value, strict=False)})"
+        raise ValueError(
+            f"'{value}' is not an IP address or network such as 203.0.113.7, 10.0.0.0/8 or 2001:db8::/32{hint}"
+        ) from None
+    return value
+
+
+ClientNetwork = Annotated[str, AfterValidator(_check_client_network)]
+
+
+class MaintenanceConfig(Strict):
+    """Maintenance mode (README: Maintenance mode). On, nginx answers 503 with a small page and
+    `Retry-After` for the site, /api/ and /ws/; the health endpoints keep answering, and clients
+    in `allow` pass through as usual. `up` switches it by rewriting an included file and
+    reloading nginx: no container is restarted."""
+
+    enabled: bool = False
+    # Client addresses or networks that still reach the site (the operator's office, a VPN).
+    # nginx sees the client's own address on a server; on a laptop (docker-proxy) it sees the
+    # Docker network's gateway.
+    allow: list[ClientNetwork] = Field(default_factory=list, max_length=256)
+    message: str = Field(
+        default="AI Meeting is down for maintenance. Please try again shortly.", min_length=1, max_length=1000
+    )
+    retry_after: int = Field(default=600, ge=1, le=7 * 86400)  # seconds, sent as Retry-After
+
+    @field_validator("allow")
+    @classmethod
+    def _unique(cls, v: list[str]) -> list[str]:
+        dupes = sorted({a for a in v if v.count(a) > 1})
+        if dupes:
+            raise ValueError(f"{dupes} listed twice")
+        return v
+
+
 # --- the whole stack -------------------------------------------------------------------
 
 
@@ -551,6 +595,7 @@ class StackConfig(Strict):
     web: WebConfig = WebConfig()
     loopback_ports: LoopbackPorts = LoopbackPorts()
     rotation: Rotation = Rotation()
+    maintenance: MaintenanceConfig = MaintenanceConfig()
     # Protect data volumes and secrets from `up`/`destroy` (default: on in prod).
     protect_data: bool | None = None
     # Allow a self-signed certificate in prod (an internal server with its own PKI, say).
