@@ -13,10 +13,12 @@ import pulumi
 import pulumi_docker as docker
 
 from config.model import StackConfig
-from render.nginx import NginxSite, render_nginx_conf, render_nginx_upstreams
+from render.nginx import (
+    Maintenance, NginxSite, maintenance_files, nginx_files_switch_script, render_nginx_conf, render_nginx_upstreams,
+)
 
 from .service import DockerSite, Health, ServiceSpec, loopback_port, service_container, upload
-from .target import HostShell
+from .target import HostShell, sha256
 from .tls import CERT_DIR_IN_NGINX, TlsMaterial
 
 
@@ -55,6 +57,7 @@ def verify_script(cfg: StackConfig, docker_cli: str) -> str:
 
 UPSTREAMS_DIR = "/etc/nginx/upstreams"
 UPSTREAMS_FILE = f"{UPSTREAMS_DIR}/upstreams.conf"
+MAINTENANCE_FILE = f"{UPSTREAMS_DIR}/maintenance.conf"  # + maintenance.html, switched like the upstreams
 API_LOOPBACK_LISTEN = 8081  # inside the nginx container; published on 127.0.0.1:loopback_ports.api
 
 
@@ -121,6 +124,7 @@ class Proxy(pulumi.ComponentResource):
             dataclasses.replace(
                 nginx_site(cfg, [f"api:{api_port}"], f"web:{web_port}", acme),
                 upstreams_include=UPSTREAMS_FILE,
+                maintenance_include=MAINTENANCE_FILE,
                 listen_api_loopback=API_LOOPBACK_LISTEN if loopback_api else None,
             )
         )
@@ -144,6 +148,17 @@ class Proxy(pulumi.ComponentResource):
             parent=self,
             triggers=[self.upstreams_conf],
             depends_on=[*depends_on, *api_replicas, web],
+        )
+        m = cfg.maintenance
+        files = maintenance_files(Maintenance(enabled=m.enabled, allow=tuple(m.allow), message=m.message, retry_after=m.retry_after))
+        maintenance = shell.run(
+            "nginx-maintenance-reload",
+            pulumi.Output.all(upstreams_volume.name, image).apply(
+                lambda v: nginx_files_switch_script(shell.docker_cli, nginx_name, v[0], v[1], files, "maintenance mode")
+            ),
+            parent=self,
+            triggers=[sha256(files["maintenance.conf"] + files["maintenance.html"])],
+            depends_on=depends_on,
         )
         uploads = [upload("/etc/nginx/nginx.conf", self.conf)]
         volumes: list[docker.ContainerVolumeArgs] = [
@@ -187,7 +202,7 @@ class Proxy(pulumi.ComponentResource):
             ),
             site,
             parent=self,
-            depends_on=[upstreams, *tls_material.ready],
+            depends_on=[upstreams, maintenance, *tls_material.ready],
         )
         self.verified = shell.run(
             "verify-deploy",

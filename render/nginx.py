@@ -200,6 +200,12 @@ def render_maintenance_page(m: Maintenance) -> str:
     return render("maintenance.html.j2", message=html.escape(m.message), retry_minutes=max(1, round(m.retry_after / 60)))
 
 
+def maintenance_files(m: Maintenance) -> dict[str, str]:
+    """What the maintenance switch puts next to nginx.conf's maintenance_include (file names
+    as nginx.conf expects them)."""
+    return {"maintenance.conf": render_nginx_maintenance(m), MAINTENANCE_PAGE: render_maintenance_page(m)}
+
+
 def nginx_files_switch_script(docker_cli: str, nginx: str, volume: str, helper_image: str,
                               files: dict[str, str], what: str) -> str:
     """Put files (name -> text) into the volume nginx includes them from, then, if nginx runs,
