@@ -36,6 +36,7 @@ class Images(pulumi.ComponentResource):
         super().__init__("ai-meeting:images:Images", name, None, opts)
         wanted = SERVICES + (MONITORING if cfg.monitoring.enabled else ())
         wanted += ("grafana",) if cfg.monitoring.enabled and cfg.monitoring.grafana else ()
+        wanted += ("alertmanager",) if cfg.monitoring.enabled and cfg.monitoring.alertmanager.enabled else ()
         self.ids = {}
         for service in wanted:
             ref = getattr(cfg.images, service)

@@ -14,12 +14,16 @@ import pulumi_random as random
 
 from config.model import StackConfig
 from render.monitoring import (
+    ALERTMANAGER_CONFIG_PATH,
     DASHBOARD_DIR,
     RULES_PATH,
+    AlertmanagerSettings,
     AlertSettings,
+    EmailReceiver,
     HttpProbe,
     PrometheusSettings,
     render_alert_rules,
+    render_alertmanager_config,
     render_blackbox_config,
     render_grafana_dashboard,
     render_grafana_dashboard_provider,
@@ -40,6 +44,7 @@ class MonitoringImages:
     node_exporter: pulumi.Input[str]
     blackbox_exporter: pulumi.Input[str]
     grafana: pulumi.Input[str] | None  # None: no Grafana (monitoring.grafana false)
+    alertmanager: pulumi.Input[str] | None = None  # None: monitoring.alertmanager.enabled false
 
 
 def http_check(url: str) -> Health:
@@ -62,6 +67,20 @@ def prometheus_settings(cfg: StackConfig, stack: str) -> PrometheusSettings:
         ),
         tcp_probes=(("postgres", "postgres:5432"), ("redis", "redis:6379")),
         rules_path=RULES_PATH,
+        alertmanagers=("alertmanager:9093",) if cfg.monitoring.alertmanager.enabled else (),
+    )
+
+
+def alertmanager_settings(cfg: StackConfig) -> AlertmanagerSettings:
+    am = cfg.monitoring.alertmanager
+    e = am.email
+    email = EmailReceiver(
+        to=tuple(e.to), sender=e.from_, smarthost=e.smarthost, auth_username=e.auth_username,
+        auth_password=e.auth_password.get_secret_value() if e.auth_password else None, require_tls=e.require_tls,
+    ) if e else None
+    return AlertmanagerSettings(
+        webhook_urls=tuple(u.get_secret_value() for u in am.webhook_urls), email=email, group_wait=am.group_wait,
+        group_interval=am.group_interval, repeat_interval=am.repeat_interval, send_resolved=am.send_resolved,
     )
 
 
@@ -136,6 +155,29 @@ class Monitoring(pulumi.ComponentResource):
             site,
             parent=self,
         )
+        alertmanager = []
+        if images.alertmanager is not None:
+            # Silences and the notification log survive a replaced container.
+            am_data = docker.Volume(
+                "alertmanager-data",
+                name=f"{cfg.name_prefix}-alertmanager-data",
+                opts=pulumi.ResourceOptions(parent=self, provider=site.provider),
+            )
+            alertmanager = [service_container(
+                "alertmanager",
+                spec(
+                    "alertmanager",
+                    images.alertmanager,
+                    command=[f"--config.file={ALERTMANAGER_CONFIG_PATH}", "--storage.path=/alertmanager"],
+                    volumes=[docker.ContainerVolumeArgs(volume_name=am_data.name, container_path="/alertmanager")],
+                    # A secret: the SMTP password or a webhook token may be in it.
+                    uploads=[upload(ALERTMANAGER_CONFIG_PATH, pulumi.Output.secret(render_alertmanager_config(alertmanager_settings(cfg))))],
+                    ports=[loopback_port(9093, mon.alertmanager.port)],
+                    health=http_check("http://127.0.0.1:9093/-/ready"),
+                ),
+                site,
+                parent=self,
+            )]
         # Metrics survive a replaced container (new rules, new image); not backed up.
         data = docker.Volume(
             "prometheus-data",
@@ -162,7 +204,7 @@ class Monitoring(pulumi.ComponentResource):
             ),
             site,
             parent=self,
-            depends_on=[*depends_on, node_exporter, blackbox],
+            depends_on=[*depends_on, node_exporter, blackbox, *alertmanager],
         )
         self.prometheus_url = f"http://127.0.0.1:{mon.prometheus_port}"
 

@@ -86,6 +86,7 @@ class AiMeetingStack(pulumi.ComponentResource):
                 images=MonitoringImages(
                     prometheus=images.ids["prometheus"], node_exporter=images.ids["node_exporter"],
                     blackbox_exporter=images.ids["blackbox_exporter"], grafana=images.ids.get("grafana"),
+                    alertmanager=images.ids.get("alertmanager"),
                 ),
                 depends_on=self.api.replicas, opts=child,
             )
