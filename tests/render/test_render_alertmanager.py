@@ -125,3 +125,88 @@ def test_prometheus_alerting_section_only_with_an_alertmanager():
 def test_bad_settings_are_refused_naming_the_field(make, words):
     with pytest.raises(ValueError, match=words):
         make()
+
+
+# ---- a real delivery: Alertmanager with the rendered config notifies a webhook --------------------
+
+@pytest.mark.docker
+def test_rendered_config_delivers_an_alert_and_its_resolution_to_a_webhook(images, tmp_path):
+    """The real alertmanager (images/alertmanager) with a rendered config: an alert posted to its
+    API reaches a webhook receiver on this machine, then its resolution (send_resolved)."""
+    import json
+    import socket
+    import threading
+    import time
+    import urllib.request
+    from datetime import datetime, timedelta, timezone
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    received: list[dict] = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self):
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    # Alertmanager runs in the host's network namespace (loopback only, no cluster port): it
+    # reaches the receiver on 127.0.0.1 whatever the engine's bridge setup.
+    hook = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=hook.serve_forever, daemon=True).start()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        api_port = s.getsockname()[1]
+    settings = AlertmanagerSettings(webhook_urls=(f"http://127.0.0.1:{hook.server_address[1]}/alerts",),
+                                    group_wait="1s", group_interval="2s", repeat_interval="1h")
+    (tmp_path / "alertmanager.yml").write_text(render_alertmanager_config(settings))
+    tmp_path.chmod(0o755)
+    (tmp_path / "alertmanager.yml").chmod(0o644)
+    name = f"aim-d2-alertmanager-test-{api_port}"
+    subprocess.run(["docker", "run", "-d", "--name", name, "--label", "ai-meeting-test=1", "--network", "host",
+                    "-v", f"{tmp_path}:/etc/alertmanager:ro", ALERTMANAGER_IMAGE,
+                    "--config.file=/etc/alertmanager/alertmanager.yml", "--storage.path=/alertmanager",
+                    f"--web.listen-address=127.0.0.1:{api_port}", "--cluster.listen-address="],
+                   check=True, capture_output=True)
+    try:
+        base = f"http://127.0.0.1:{api_port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"{base}/-/ready", timeout=2).read()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, subprocess.run(["docker", "logs", name], capture_output=True, text=True).stderr[-2000:]
+                time.sleep(0.5)
+
+        def post(ends: datetime | None) -> float:
+            now = datetime.now(timezone.utc)
+            alert = {"labels": {"alertname": "TargetDown", "service": "api", "instance": "api-2:9090", "severity": "critical"},
+                     "annotations": {"summary": "api target api-2:9090 is down"},
+                     "startsAt": (now - timedelta(minutes=3)).isoformat()}
+            if ends:
+                alert["endsAt"] = ends.isoformat()
+            req = urllib.request.Request(f"{base}/api/v2/alerts", data=json.dumps([alert]).encode(),
+                                         headers={"Content-Type": "application/json"}, method="POST")
+            urllib.request.urlopen(req, timeout=5).read()
+            return time.monotonic()
+
+        def wait_for(status: str, since: float) -> float:
+            while time.monotonic() - since < 30:
+                if any(n["status"] == status for n in received):
+                    return time.monotonic() - since
+                time.sleep(0.2)
+            raise AssertionError(f"no {status} notification within 30 s; got {received}")
+
+        fired = wait_for("firing", post(None))
+        resolved = wait_for("resolved", post(datetime.now(timezone.utc)))
+    finally:
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True)
+        hook.shutdown()
+        hook.server_close()
+    note = received[0]
+    assert note["receiver"] == "ai-meeting" and note["alerts"][0]["labels"]["instance"] == "api-2:9090"
+    assert note["groupLabels"] == {"alertname": "TargetDown", "service": "api", "instance": "api-2:9090"}
+    print(f"alertmanager -> webhook: firing after {fired:.1f} s, resolved after {resolved:.1f} s")
