@@ -11,7 +11,8 @@ resolve or a missing sudo right fail at once. The message names the config key, 
 the cause in ssh's own words, and what to do.
 
 Escape hatch: AI_MEETING_SSH_PREFLIGHT=off (a CI preview that cannot reach the server);
-AI_MEETING_SSH_PREFLIGHT_SECONDS sets the retry deadline (default 10).
+AI_MEETING_SSH_PREFLIGHT_SECONDS sets the retry deadline (default 8: with the engine's own
+start, a refused port still fails within 15 s).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from config.model import SshTarget, StackConfig, SwarmTarget
 
 from .target import ssh_material_dir, ssh_options
 
-DEADLINE_S = 10.0
+DEADLINE_S = 8.0
 CONNECT_TIMEOUT_S = 5
 REMOTE_CHECK = "sudo -n true"
 # What a server that is booting or restarting sshd looks like: worth another try.
