@@ -45,9 +45,12 @@ def config_set(p: PulumiProject, key: str, value: str) -> None:
 
 
 def replaced_containers(p: PulumiProject) -> list[str]:
-    """Containers the preview would replace or delete (JSON steps: op replace/create-replacement...)."""
-    out = json.loads(p.preview("--json").stdout)
-    return [s["urn"] for s in out.get("steps", [])
+    """Containers the preview would replace or delete (JSON steps: op replace/create-replacement...);
+    the switch itself (the nginx-maintenance-reload command) must be among the changes."""
+    steps = json.loads(p.preview("--json").stdout)["steps"]
+    changed = {s["urn"].rsplit("::", 1)[1]: s["op"] for s in steps if s["op"] not in ("same", "read", "refresh")}
+    assert changed.get("nginx-maintenance-reload") in ("replace", "create-replacement", "update"), changed
+    return [s["urn"] for s in steps
             if "docker:index/container:Container" in s["urn"] and s["op"] not in ("same", "update", "read", "refresh")]
 
 
