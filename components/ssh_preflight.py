@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from config.model import SshTarget, StackConfig, SwarmTarget
 
-from .target import ssh_material_dir, ssh_options
+from .target import ssh_material_dir, ssh_options, write_private_file
 
 DEADLINE_S = 8.0
 CONNECT_TIMEOUT_S = 5
@@ -80,12 +80,12 @@ def classify(returncode: int, stderr: str) -> str:
     return "other"
 
 
-def ssh_argv(probe: Probe, stack: str, connect_timeout: int) -> list[str]:
+def ssh_argv(probe: Probe, options: list[str], connect_timeout: int) -> list[str]:
     # ssh keeps the first value given for an option: ours go before ssh_options' ConnectTimeout.
     t = probe.target
     return [
         "ssh", "-o", f"ConnectTimeout={connect_timeout}", "-o", "ConnectionAttempts=1", "-o", "LogLevel=ERROR",
-        *ssh_options(t, stack), "-p", str(t.port), f"{t.user}@{t.host}", REMOTE_CHECK,
+        *options, "-p", str(t.port), f"{t.user}@{t.host}", REMOTE_CHECK,
     ]
 
 
@@ -94,22 +94,40 @@ def _last_words(stderr: str) -> str:
     return " / ".join(lines[-2:])[:300] if lines else "no message"
 
 
-def probe_once(probe: Probe, stack: str, connect_timeout: int) -> tuple[str, str]:
+def probe_once(probe: Probe, options: list[str], connect_timeout: int) -> tuple[str, str]:
     try:
-        r = subprocess.run(ssh_argv(probe, stack, connect_timeout), stdin=subprocess.DEVNULL, capture_output=True,
+        r = subprocess.run(ssh_argv(probe, options, connect_timeout), stdin=subprocess.DEVNULL, capture_output=True,
                            text=True, timeout=connect_timeout + 10)
     except subprocess.TimeoutExpired:
         return "timeout", f"no answer within {connect_timeout + 10} s"
     return classify(r.returncode, r.stderr), _last_words(r.stderr)
 
 
-def run_probe(probe: Probe, stack: str, deadline_s: float = DEADLINE_S) -> Verdict:
+def probe_options(probe: Probe, stack: str) -> list[str]:
+    """ssh_options (the key and host-key policy Docker's ssh uses). A pinned host key is checked
+    against a file of the probe's own: ssh_options writes one shared known_hosts per stack, so
+    several pinned servers probed at once would overwrite each other's line (ssh keeps the
+    first UserKnownHostsFile given)."""
+    options = ssh_options(probe.target, stack)
+    t = probe.target
+    if t.host_key:
+        own = ssh_material_dir(stack) / f"known_hosts.preflight-{t.host}-{t.port}"
+        write_private_file(own, f"{t.host if t.port == 22 else f'[{t.host}]:{t.port}'} {t.host_key}")
+        options = ["-o", f"UserKnownHostsFile={own}", *options]
+    return options
+
+
+def run_probe(probe: Probe, stack: str, deadline_s: float = DEADLINE_S, options: list[str] | None = None) -> Verdict:
+    """`options`: probe_options, written beforehand (they write the key and known_hosts files,
+    which parallel probes must not rewrite under each other's ssh)."""
+    if options is None:
+        options = probe_options(probe, stack)
     started = time.monotonic()
     attempts = 0
     while True:
         remaining = deadline_s - (time.monotonic() - started)
         attempts += 1
-        cause, detail = probe_once(probe, stack, max(1, min(CONNECT_TIMEOUT_S, int(remaining))))
+        cause, detail = probe_once(probe, options, max(1, min(CONNECT_TIMEOUT_S, int(remaining))))
         elapsed = time.monotonic() - started
         if cause not in TRANSIENT or elapsed + 1 >= deadline_s:
             return Verdict(cause, detail if cause != "ok" else "", attempts, elapsed)
@@ -165,6 +183,7 @@ def ssh_preflight_problems(cfg: StackConfig, stack: str, deadline_s: float | Non
         return []
     if deadline_s is None:
         deadline_s = float(os.environ.get("AI_MEETING_SSH_PREFLIGHT_SECONDS", DEADLINE_S))
+    options = [probe_options(p, stack) for p in todo]  # files written once, before any ssh runs
     with ThreadPoolExecutor(max_workers=min(8, len(todo))) as pool:
-        verdicts = list(pool.map(lambda p: run_probe(p, stack, deadline_s), todo))
+        verdicts = list(pool.map(lambda po: run_probe(po[0], stack, deadline_s, po[1]), zip(todo, options)))
     return [explain(p, v, stack) for p, v in zip(todo, verdicts) if not v.ok]

@@ -186,6 +186,25 @@ def test_every_swarm_node_is_probed_and_named(sshd, tmp_path):
     assert "connection refused" in problems[0]
 
 
+def test_several_pinned_nodes_are_probed_at_once_each_against_its_own_key(sshd, tmp_path):
+    """Two servers with different pinned host keys, probed in parallel: neither overwrites the
+    other's known_hosts line (ssh_options writes one shared file per stack)."""
+    d2 = tmp_path / "sshd2"
+    d2.mkdir(mode=0o700)
+    second = Sshd(d2).start()
+    try:
+        (d2 / "authorized_keys").write_text(sshd.user_key.with_suffix(".pub").read_text())
+        key = SecretStr(sshd.user_key.read_text())
+        nodes = [SwarmNode(host="127.0.0.1", port=sshd.port, user="root", role="manager", host_key=sshd.public_host_key(),
+                           labels={"ai-meeting.data": "true", "ai-meeting.edge": "true"}),
+                 SwarmNode(host="127.0.0.1", port=second.port, user="root", host_key=second.public_host_key())]
+        cfg = StackConfig.model_construct(target=SwarmTarget.model_construct(kind="swarm", nodes=nodes, private_key=key))
+        for _ in range(3):
+            assert ssh_preflight_problems(cfg, "d2-pinned", deadline_s=4) == []
+    finally:
+        second.stop()
+
+
 def test_the_preflight_can_be_turned_off(monkeypatch):
     cfg = StackConfig.model_construct(target=SshTarget(
         host="127.0.0.1", port=free_port(), user="deploy",
