@@ -138,7 +138,7 @@ def explain(probe: Probe, v: Verdict, stack: str) -> str:
     t, key = probe.target, probe.key
     head = (f"{key} ({probe.where}): SSH preflight failed after {v.seconds:.1f} s "
             f"({v.attempts} attempt{'s' if v.attempts != 1 else ''}); nothing was changed. ")
-    said = f"ssh said: {v.detail}."
+    said = f"ssh said: {v.detail.rstrip('.')}."
     known_hosts = ssh_material_dir(stack) / "known_hosts"
     what = {
         "auth": (f"The server refused the key: authentication failed ({said}) Set ai-meeting:target.private_key to the "
