@@ -719,6 +719,9 @@ class StackConfig(Strict):
                     raise ValueError(
                         f"target.nodes[{i}].user: the bootstrap turns off root SSH login; connect as a sudo user such as 'deploy'"
                     )
+        if self.maintenance.enabled and isinstance(self.target, SwarmTarget):
+            # Swarm's nginx reads an immutable Docker config: switching would roll every nginx task.
+            raise ValueError("maintenance.enabled: not available on target.kind swarm yet (only local and ssh targets)")
         ports = {self.nginx.http_port, self.nginx.https_port}
         if len(ports) != 2:
             raise ValueError("nginx.https_port: must differ from nginx.http_port")

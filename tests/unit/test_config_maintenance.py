@@ -37,3 +37,12 @@ def test_bad_maintenance_values_name_the_key(maintenance, key, words):
     assert len(found) == 1, found
     assert found[0].startswith(f"ai-meeting:{key}: "), found
     assert words in found[0], found
+
+
+def test_refused_on_a_swarm_rather_than_ignored():
+    from tests.unit.harness import FAKE_PEM
+
+    swarm = {"kind": "swarm", "private_key": FAKE_PEM, "nodes": [
+        {"host": "10.0.0.1", "role": "manager", "labels": {"ai-meeting.data": "true", "ai-meeting.edge": "true"}}]}
+    found = problems({"target": swarm, "maintenance": {"enabled": True}})
+    assert found == ["ai-meeting:maintenance.enabled: not available on target.kind swarm yet (only local and ssh targets)"], found
