@@ -16,7 +16,7 @@ import pytest
 
 from tests.e2e.engine import PulumiProject, require_engine, require_local_images
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1500)]
+pytestmark = [pytest.mark.e2e, pytest.mark.reliability, pytest.mark.timeout(1500)]
 
 STACK = "d2-alerts"
 PREFIX = "aim-d2a"
@@ -99,7 +99,7 @@ def replica_container(replica: int) -> str:
     return ids[0]
 
 
-def test_a_stopped_replica_is_notified_by_webhook_and_so_is_its_recovery(deployed):
+def test_a_stopped_replica_is_notified_by_webhook_and_so_is_its_recovery(deployed, record):
     p, receiver = deployed
     name = replica_container(2)
     assert docker("inspect", "-f", "{{.State.Health.Status}}", f"{PREFIX}-alertmanager").stdout.strip() == "healthy"
@@ -113,6 +113,9 @@ def test_a_stopped_replica_is_notified_by_webhook_and_so_is_its_recovery(deploye
     resolved = receiver.wait("resolved", "api-2:9090", started)
     print(f"webhook: TargetDown firing {fired:.1f} s after docker stop (scrape 2 s, for 10 s); "
           f"resolved {resolved:.1f} s after docker start")
+    record("dev: API replica stopped -> TargetDown delivered to the webhook by Alertmanager (scrape 2 s, for 10 s)",
+           f"{fired:.1f} s", "<= 60 s", fired <= 60)
+    record("dev: API replica started -> resolution delivered to the webhook", f"{resolved:.1f} s", "<= 60 s", resolved <= 60)
     note = next(n for _, n in receiver.notes if n["status"] == "firing")
     assert note["receiver"] == "ai-meeting" and note["commonLabels"]["stack"] == STACK
     assert fired <= 60 and resolved <= 60

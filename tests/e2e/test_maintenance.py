@@ -14,7 +14,7 @@ import pytest
 from tests.e2e import netcheck
 from tests.e2e.engine import PulumiProject, require_engine, require_local_images
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
+pytestmark = [pytest.mark.e2e, pytest.mark.reliability, pytest.mark.timeout(1800)]
 
 STACK = "d2-maintenance"
 PREFIX = "aim-d2"
@@ -74,7 +74,7 @@ def project(tmp_path_factory):
     p.run("destroy", "--yes", "--stack", STACK, "--skip-preview", check=False, timeout=900)
 
 
-def test_maintenance_on_and_off_by_up_with_a_reload_only(project):
+def test_maintenance_on_and_off_by_up_with_a_reload_only(project, record):
     p = project
     assert netcheck.https_get(HTTPS, "/")[0] == 200
     before = stack_containers()
@@ -118,4 +118,6 @@ def test_maintenance_on_and_off_by_up_with_a_reload_only(project):
 
     res = p.preview("--expect-no-changes", "--diff", check=False)
     assert res.code == 0, f"the stack has not converged after switching maintenance off:\n{res.stdout[-5000:]}"
-    print(f"maintenance on by `up`: {on_seconds:.0f} s; off: {off_seconds:.0f} s")
+    record("dev: maintenance on by `up` (503 + Retry-After, health 200, nginx container and start time unchanged)",
+           f"{on_seconds:.0f} s", "no container replaced", True)
+    record("dev: maintenance off by `up`, then `preview --expect-no-changes`", f"{off_seconds:.0f} s", "converged", True)

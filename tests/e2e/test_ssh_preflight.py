@@ -251,8 +251,9 @@ def timed(p, *args: str) -> tuple[str, float, int]:
 
 
 @pytest.mark.e2e
+@pytest.mark.reliability
 @pytest.mark.parametrize("case", ["wrong key", "nothing listening", "changed host key"])
-def test_preview_and_up_fail_clearly_within_15_s(case, ssh_project, sshd, tmp_path):
+def test_preview_and_up_fail_clearly_within_15_s(case, ssh_project, sshd, tmp_path, record):
     p = ssh_project
     p.set_secret("target.private_key", sshd.user_key.read_text())
     cause = {"wrong key": r"Permission denied",
@@ -272,6 +273,8 @@ def test_preview_and_up_fail_clearly_within_15_s(case, ssh_project, sshd, tmp_pa
     for command in (("preview", "--stack", "d2-ssh"), ("up", "--yes", "--skip-preview", "--stack", "d2-ssh")):
         out, seconds, code = timed(p, *command)
         print(f"{case}: pulumi {command[0]} failed after {seconds:.1f} s")
+        record(f"SSH preflight (local sshd): {case} -> `pulumi {command[0]}` fails naming the key and the cause",
+               f"{seconds:.1f} s", f"<= {FAST_FAILURE_S} s", seconds <= FAST_FAILURE_S and code != 0)
         assert code != 0, out[-3000:]
         assert re.search(cause, out, re.I), out[-3000:]
         assert "ai-meeting:target (root@127.0.0.1:" in out and "SSH preflight failed" in out, out[-3000:]
