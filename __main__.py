@@ -14,7 +14,7 @@ except ConfigError as err:
 # a changed host key or an unreachable host fails in seconds with a message that says what to do.
 from components.ssh_preflight import ssh_preflight_problems  # noqa: E402
 
-problems = ssh_preflight_problems(cfg, pulumi.get_stack())
+problems = ssh_preflight_problems(cfg, pulumi.get_stack(), warn=pulumi.log.warn)
 if problems:
     raise pulumi.RunError("\n".join(problems))
 

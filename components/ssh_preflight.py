@@ -11,7 +11,7 @@ resolve or a missing sudo right fail at once. The message names the config key, 
 the cause in ssh's own words, and what to do.
 
 Escape hatch: AI_MEETING_SSH_PREFLIGHT=off (a CI preview that cannot reach the server);
-AI_MEETING_SSH_PREFLIGHT_SECONDS sets the retry deadline (default 8: with the engine's own
+AI_MEETING_SSH_PREFLIGHT_SECONDS sets the retry deadline (default 5: with the engine's own
 start, a refused port still fails within 15 s).
 """
 
@@ -22,12 +22,13 @@ import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Callable
 
 from config.model import SshTarget, StackConfig, SwarmTarget
 
 from .target import ssh_material_dir, ssh_options, write_private_file
 
-DEADLINE_S = 8.0
+DEADLINE_S = 5.0
 CONNECT_TIMEOUT_S = 5
 REMOTE_CHECK = "sudo -n true"
 # What a server that is booting or restarting sshd looks like: worth another try.
@@ -38,6 +39,10 @@ TRANSIENT = ("refused", "reset", "timeout", "unreachable")
 class Probe:
     key: str  # the config key the operator fixes: ai-meeting:target or ai-meeting:target.nodes[1]
     target: SshTarget
+    # False for a swarm's other nodes: one that is down (unreachable, refused, timed out) is a
+    # state Swarm handles (its tasks run elsewhere), so it is a warning, probed once; a refused
+    # key, a changed host key or no sudo there is still an error.
+    required: bool = True
 
     @property
     def where(self) -> str:
@@ -127,7 +132,9 @@ def run_probe(probe: Probe, stack: str, deadline_s: float = DEADLINE_S, options:
     while True:
         remaining = deadline_s - (time.monotonic() - started)
         attempts += 1
-        cause, detail = probe_once(probe, options, max(1, min(CONNECT_TIMEOUT_S, int(remaining))))
+        # deadline 0: a single attempt with the full connect timeout
+        connect = CONNECT_TIMEOUT_S if deadline_s <= 0 else max(1, min(CONNECT_TIMEOUT_S, int(remaining)))
+        cause, detail = probe_once(probe, options, connect)
         elapsed = time.monotonic() - started
         if cause not in TRANSIENT or elapsed + 1 >= deadline_s:
             return Verdict(cause, detail if cause != "ok" else "", attempts, elapsed)
@@ -171,13 +178,20 @@ def probes(cfg: StackConfig) -> list[Probe]:
     if isinstance(target, SshTarget):
         return [Probe("ai-meeting:target", target)]
     if isinstance(target, SwarmTarget):
-        return [Probe(f"ai-meeting:target.nodes[{i}]", n.ssh_target(target.private_key)) for i, n in enumerate(target.nodes)]
+        # The first node is the manager whose engine the program deploys through.
+        return [Probe(f"ai-meeting:target.nodes[{i}]", n.ssh_target(target.private_key), required=i == 0)
+                for i, n in enumerate(target.nodes)]
     return []
 
 
-def ssh_preflight_problems(cfg: StackConfig, stack: str, deadline_s: float | None = None) -> list[str]:
+NODE_DOWN = (*TRANSIENT, "unresolvable")
+
+
+def ssh_preflight_problems(cfg: StackConfig, stack: str, deadline_s: float | None = None,
+                           warn: Callable[[str], object] | None = None) -> list[str]:
     """One message per server that cannot be used; [] when every one answers (or for a local
-    target, or with AI_MEETING_SSH_PREFLIGHT=off). The servers are probed in parallel."""
+    target, or with AI_MEETING_SSH_PREFLIGHT=off). The servers are probed in parallel. A swarm
+    node other than the manager that is down goes to `warn` instead (pulumi.log.warn)."""
     todo = probes(cfg)
     if not todo or os.environ.get("AI_MEETING_SSH_PREFLIGHT", "on").lower() in ("off", "0", "false", "no"):
         return []
@@ -185,5 +199,17 @@ def ssh_preflight_problems(cfg: StackConfig, stack: str, deadline_s: float | Non
         deadline_s = float(os.environ.get("AI_MEETING_SSH_PREFLIGHT_SECONDS", DEADLINE_S))
     options = [probe_options(p, stack) for p in todo]  # files written once, before any ssh runs
     with ThreadPoolExecutor(max_workers=min(8, len(todo))) as pool:
-        verdicts = list(pool.map(lambda po: run_probe(po[0], stack, deadline_s, po[1]), zip(todo, options)))
-    return [explain(p, v, stack) for p, v in zip(todo, verdicts) if not v.ok]
+        # An optional node gets one attempt (deadline 0): its being down must not slow every preview.
+        verdicts = list(pool.map(lambda po: run_probe(po[0], stack, deadline_s if po[0].required else 0, po[1]),
+                                 zip(todo, options)))
+    problems = []
+    for p, v in zip(todo, verdicts):
+        if v.ok:
+            continue
+        if not p.required and v.cause in NODE_DOWN:
+            if warn is not None:
+                warn(explain(p, v, stack).replace("nothing was changed. ", "")
+                     + " Continuing: Swarm runs its tasks on the other nodes; steps on this node fail until it is back.")
+            continue
+        problems.append(explain(p, v, stack))
+    return problems

@@ -175,15 +175,37 @@ def test_a_server_that_comes_back_within_the_deadline_is_waited_for(sshd_dir):
     assert 3 <= seconds < 10
 
 
-def test_every_swarm_node_is_probed_and_named(sshd, tmp_path):
+def swarm(*nodes: SwarmNode, key: SecretStr) -> StackConfig:
+    return StackConfig.model_construct(target=SwarmTarget.model_construct(kind="swarm", nodes=list(nodes), private_key=key))
+
+
+def test_a_swarm_node_that_is_down_is_a_warning_the_manager_an_error(sshd, tmp_path):
+    """A worker down is a state Swarm handles (a preview while it is gone must still pass):
+    one attempt, a warning naming it. The manager (the engine the program deploys through) down
+    is an error."""
     key = SecretStr(sshd.user_key.read_text())
-    nodes = [SwarmNode(host="127.0.0.1", port=sshd.port, user="root", role="manager",
-                       labels={"ai-meeting.data": "true", "ai-meeting.edge": "true"}),
-             SwarmNode(host="127.0.0.1", port=free_port(), user="root")]
-    cfg = StackConfig.model_construct(target=SwarmTarget.model_construct(kind="swarm", nodes=nodes, private_key=key))
-    problems = ssh_preflight_problems(cfg, "d2-swarm", deadline_s=2)
-    assert len(problems) == 1 and problems[0].startswith("ai-meeting:target.nodes[1] (root@127.0.0.1:"), problems
-    assert "connection refused" in problems[0]
+    up = SwarmNode(host="127.0.0.1", port=sshd.port, user="root", role="manager",
+                   labels={"ai-meeting.data": "true", "ai-meeting.edge": "true"})
+    down = SwarmNode(host="127.0.0.1", port=free_port(), user="root")
+    warnings: list[str] = []
+    started = time.monotonic()
+    assert ssh_preflight_problems(swarm(up, down, key=key), "d2-swarm", deadline_s=4, warn=warnings.append) == []
+    assert time.monotonic() - started < 3, "a node that is down is probed once, not until the deadline"
+    assert len(warnings) == 1 and warnings[0].startswith("ai-meeting:target.nodes[1] (root@127.0.0.1:"), warnings
+    assert "connection refused" in warnings[0] and "Continuing" in warnings[0]
+    manager_down = SwarmNode(host="127.0.0.1", port=down.port, user="root", role="manager",
+                             labels={"ai-meeting.data": "true", "ai-meeting.edge": "true"})
+    worker_up = SwarmNode(host="127.0.0.1", port=sshd.port, user="root")
+    problems = ssh_preflight_problems(swarm(manager_down, worker_up, key=key), "d2-swarm", deadline_s=2)
+    assert len(problems) == 1 and problems[0].startswith("ai-meeting:target.nodes[0] (root@127.0.0.1:"), problems
+
+
+def test_a_wrong_key_on_any_swarm_node_is_an_error(sshd, tmp_path):
+    stranger = SecretStr(keygen(tmp_path / "stranger").read_text())
+    nodes = (SwarmNode(host="127.0.0.1", port=sshd.port, user="root", role="manager",
+                       labels={"ai-meeting.data": "true", "ai-meeting.edge": "true"}),)
+    problems = ssh_preflight_problems(swarm(*nodes, key=stranger), "d2-swarm", deadline_s=2, warn=lambda m: None)
+    assert len(problems) == 1 and "authentication failed" in problems[0], problems
 
 
 def test_several_pinned_nodes_are_probed_at_once_each_against_its_own_key(sshd, tmp_path):
@@ -198,7 +220,7 @@ def test_several_pinned_nodes_are_probed_at_once_each_against_its_own_key(sshd, 
         nodes = [SwarmNode(host="127.0.0.1", port=sshd.port, user="root", role="manager", host_key=sshd.public_host_key(),
                            labels={"ai-meeting.data": "true", "ai-meeting.edge": "true"}),
                  SwarmNode(host="127.0.0.1", port=second.port, user="root", host_key=second.public_host_key())]
-        cfg = StackConfig.model_construct(target=SwarmTarget.model_construct(kind="swarm", nodes=nodes, private_key=key))
+        cfg = swarm(*nodes, key=key)
         for _ in range(3):
             assert ssh_preflight_problems(cfg, "d2-pinned", deadline_s=4) == []
     finally:
