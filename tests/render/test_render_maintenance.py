@@ -229,3 +229,45 @@ def test_real_nginx_refuses_a_bad_maintenance_file_so_the_switch_rolls_back(publ
     site = local_site(public_tmp, tls_cert, [free_port()], free_port(), maintenance_include=str(mdir / "maintenance.conf"))
     r = nginx_test(render_nginx_conf(site), public_tmp)
     assert r.returncode != 0
+
+
+def test_real_nginx_passes_an_upstream_503_through_untouched(public_tmp, tls_cert, nginx_user):
+    """error_page 503 catches only nginx's own 503 (maintenance): the API's dependency report
+    (503 + JSON while a datastore is down) reaches the client as the API sent it."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    need_tool(NGINX)
+
+    class Deps(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self):
+            body = json.dumps({"status": "degraded", "checks": {"redis": "down"}}).encode()
+            self.send_response(503)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    api = ThreadingHTTPServer(("127.0.0.1", 0), Deps)
+    threading.Thread(target=api.serve_forever, daemon=True).start()
+    mdir = public_tmp / "m"
+    mdir.mkdir()
+    os.chmod(mdir, 0o755)
+    write_maintenance(mdir, Maintenance())
+    try:
+        site = local_site(public_tmp, tls_cert, [api.server_address[1]], free_port(),
+                          maintenance_include=str(mdir / "maintenance.conf"))
+        with running_nginx(site, public_tmp):
+            for path in ("/api/health/deps", "/api/anything"):
+                status, headers, body = get(site, path)
+                assert status == 503 and headers.get("content-type") == "application/json", (path, headers)
+                assert json.loads(body)["checks"] == {"redis": "down"} and "retry-after" not in headers
+    finally:
+        api.shutdown()
+        api.server_close()
