@@ -10,6 +10,14 @@ except ConfigError as err:
     # RunError prints the message alone: no traceback, and nothing has been declared yet.
     raise pulumi.RunError(str(err)) from None
 
+# ssh/swarm targets: one quick ssh login per server before anything is declared, so a wrong key,
+# a changed host key or an unreachable host fails in seconds with a message that says what to do.
+from components.ssh_preflight import ssh_preflight_problems  # noqa: E402
+
+problems = ssh_preflight_problems(cfg, pulumi.get_stack(), warn=pulumi.log.warn)
+if problems:
+    raise pulumi.RunError("\n".join(problems))
+
 # Imported after validation: the providers' SDKs take seconds to import, bad config fails first.
 from components.stack import AiMeetingStack  # noqa: E402
 

@@ -13,8 +13,19 @@ from config.model import SshTarget, StackConfig, SwarmNode
 from render.backup import BackupSettings
 from render.bootstrap import BootstrapSettings
 from render.certbot import CertbotSettings
-from render.monitoring import RULES_PATH, AlertSettings, HttpProbe, PrometheusSettings, render_alert_rules, render_blackbox_config, render_prometheus_config
-from render.nginx import NginxSite
+from render.monitoring import (
+    RULES_PATH,
+    AlertmanagerSettings,
+    AlertSettings,
+    EmailReceiver,
+    HttpProbe,
+    PrometheusSettings,
+    render_alert_rules,
+    render_alertmanager_config,
+    render_blackbox_config,
+    render_prometheus_config,
+)
+from render.nginx import Maintenance, NginxSite
 
 from . import catalogue
 from .api import ApiSecrets, api_environment, replica_alias
@@ -80,8 +91,10 @@ def tls_args(cfg: StackConfig) -> TlsArgs:
 
 def image_refs(cfg: StackConfig, services: tuple[str, ...] = ("postgres", "redis", "minio", "nginx", "api", "web")) -> dict[str, str]:
     wanted = list(services)
-    if cfg.monitoring.enabled:
-        wanted += ["prometheus", "node_exporter", "blackbox_exporter"] + (["grafana"] if cfg.monitoring.grafana else [])
+    mon = cfg.monitoring
+    if mon.enabled:
+        wanted += ["prometheus", "node_exporter", "blackbox_exporter"] + (["grafana"] if mon.grafana else [])
+        wanted += ["alertmanager"] if mon.alertmanager.enabled else []
     return {s: getattr(cfg.images, s) for s in wanted}
 
 
@@ -134,6 +147,11 @@ def nginx_site(cfg: StackConfig, api_upstreams: list[str], web_upstream: str, ac
         ssl_certificate_key=f"{CERT_DIR_IN_NGINX}/privkey.pem",
         acme_webroot="/var/www/acme" if acme_webroot else None,
     )
+
+
+def maintenance(cfg: StackConfig) -> Maintenance:
+    m = cfg.maintenance
+    return Maintenance(enabled=m.enabled, allow=tuple(m.allow), message=m.message, retry_after=m.retry_after)
 
 
 # --- operations: backups and monitoring -----------------------------------------------------
@@ -199,6 +217,20 @@ def prometheus_settings(cfg: StackConfig, stack: str) -> PrometheusSettings:
         tcp_probes=(("postgres", "postgres:5432"), ("redis", "redis:6379")),
         rules_path=RULES_PATH,
         dns_discovery=swarm,
+        alertmanagers=("alertmanager:9093",) if cfg.monitoring.alertmanager.enabled else (),
+    )
+
+
+def alertmanager_settings(cfg: StackConfig) -> AlertmanagerSettings:
+    am = cfg.monitoring.alertmanager
+    e = am.email
+    email = EmailReceiver(
+        to=tuple(e.to), sender=e.from_, smarthost=e.smarthost, auth_username=e.auth_username,
+        auth_password=e.auth_password.get_secret_value() if e.auth_password else None, require_tls=e.require_tls,
+    ) if e else None
+    return AlertmanagerSettings(
+        webhook_urls=tuple(u.get_secret_value() for u in am.webhook_urls), email=email, group_wait=am.group_wait,
+        group_interval=am.group_interval, repeat_interval=am.repeat_interval, send_resolved=am.send_resolved,
     )
 
 
@@ -215,4 +247,9 @@ def monitoring_args(cfg: StackConfig, ids: dict[str, pulumi.Output[str]] | dict[
         retention=mon.retention,
         prometheus_port=None if cfg.target.kind == "swarm" else mon.prometheus_port,
         textfile_dir=f"{cfg.install_dir}/{TEXTFILE_SUBDIR}" if is_server(cfg) else None,
+        # A secret: the SMTP password or a webhook token may be in it.
+        alertmanager_image=ids.get("alertmanager"),
+        alertmanager_yml=(pulumi.Output.secret(render_alertmanager_config(alertmanager_settings(cfg)))
+                          if mon.alertmanager.enabled else None),
+        alertmanager_port=None if cfg.target.kind == "swarm" else mon.alertmanager.port,
     )

@@ -330,6 +330,9 @@ class MonitoringArgs:
     retention: str
     prometheus_port: int | None  # 127.0.0.1:<port> on one server; None: not published
     textfile_dir: str | None  # servers: <install_dir>/metrics, where backups write their metric
+    alertmanager_image: pulumi.Input[str] | None = None  # None: monitoring.alertmanager off
+    alertmanager_yml: pulumi.Input[str] | None = None  # secret (receivers' credentials)
+    alertmanager_port: int | None = None
 
 
 def _http_check(url: str, **kw: object) -> Probe:
@@ -381,6 +384,25 @@ def prometheus(a: MonitoringArgs) -> ServiceDefinition:
         files=[File("/etc/prometheus/prometheus.yml", a.prometheus_yml), File(PROMETHEUS_RULES_PATH, a.alert_rules_yml)],
         loopback_ports=_published(a.prometheus_port, 9090),
         probe=_http_check("http://127.0.0.1:9090/-/ready"),
+    )
+
+
+ALERTMANAGER_CONFIG_PATH = "/etc/alertmanager/alertmanager.yml"
+
+
+def alertmanager(a: MonitoringArgs) -> ServiceDefinition:
+    assert a.alertmanager_image is not None and a.alertmanager_yml is not None
+    return ServiceDefinition(
+        service="alertmanager",
+        role="ops",
+        image=a.alertmanager_image,
+        limits=a.limits,
+        command=[f"--config.file={ALERTMANAGER_CONFIG_PATH}", "--storage.path=/alertmanager"],
+        # Silences and the notification log survive a replaced container.
+        volumes=[DataVolume("alertmanager", "/alertmanager")],
+        files=[File(ALERTMANAGER_CONFIG_PATH, a.alertmanager_yml, 0o644, secret=True)],
+        loopback_ports=_published(a.alertmanager_port, 9093),
+        probe=_http_check("http://127.0.0.1:9093/-/ready"),
     )
 
 

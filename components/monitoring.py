@@ -55,6 +55,17 @@ class Monitoring(pulumi.ComponentResource):
         super().__init__("ai-meeting:monitoring:Monitoring", name, None, opts)
         (node_exporter,) = on_server.containers(catalogue.node_exporter(args), site, parent=self)
         (blackbox,) = on_server.containers(catalogue.blackbox_exporter(args), site, parent=self)
+        alertmanager: list[docker.Container] = []
+        if args.alertmanager_image is not None:
+            am_data = docker.Volume(
+                "alertmanager-data",
+                name=f"{site.name_prefix}-alertmanager-data",
+                opts=pulumi.ResourceOptions(parent=self, provider=site.provider),
+            )
+            alertmanager = on_server.containers(
+                catalogue.alertmanager(args), dataclasses.replace(site, volumes={**site.volumes, "alertmanager": am_data.name}),
+                parent=self,
+            )
         data = docker.Volume(
             "prometheus-data",
             name=f"{site.name_prefix}-prometheus-data",
@@ -62,7 +73,8 @@ class Monitoring(pulumi.ComponentResource):
         )
         prometheus_site = dataclasses.replace(site, volumes={**site.volumes, "prometheus": data.name})
         (prometheus,) = on_server.containers(
-            catalogue.prometheus(args), prometheus_site, parent=self, depends_on=[*depends_on, node_exporter, blackbox]
+            catalogue.prometheus(args), prometheus_site, parent=self,
+            depends_on=[*depends_on, node_exporter, blackbox, *alertmanager],
         )
         self.prometheus_url = f"http://127.0.0.1:{args.prometheus_port}" if args.prometheus_port else None
         self.grafana_url = None

@@ -14,51 +14,35 @@ import pulumi
 import pulumi_docker as docker
 
 from config.model import Limits
-from render.nginx import NginxSite, render_nginx_conf, render_nginx_upstreams
+from render.nginx import (
+    Maintenance,
+    NginxSite,
+    maintenance_files,
+    nginx_files_switch_script,
+    render_nginx_conf,
+    render_nginx_upstreams,
+)
 
 from . import catalogue, on_server
 from .definition import DataVolume
 from .on_server import ServerSite
-from .target import HostShell
+from .target import HostShell, sha256
 from .tls import TlsMaterial
 
 
 UPSTREAMS_DIR = "/etc/nginx/upstreams"
 UPSTREAMS_FILE = f"{UPSTREAMS_DIR}/upstreams.conf"
+MAINTENANCE_FILE = f"{UPSTREAMS_DIR}/maintenance.conf"  # + maintenance.html, switched like the upstreams
 API_LOOPBACK_LISTEN = 8081  # inside the nginx container; published on 127.0.0.1:loopback_ports.api
 
 
 def upstreams_script(docker_cli: str, nginx: str, volume: str, helper_image: str, conf: str) -> str:
-    """Switch nginx to the current replicas without restarting it: write the upstream file into
-    the volume nginx reads it from (with a helper container, so it works before nginx exists),
-    then, if nginx runs, check the config, reload gracefully and wait (at most 10 s) for the
-    old workers to finish their requests. A config nginx refuses is rolled back. Pulumi removes
+    """Switch nginx to the current replicas without restarting it: the upstream file written
+    into the volume nginx reads it from (a helper container, so it works before nginx exists),
+    then, if nginx runs, `nginx -t`, a graceful reload and a wait (<= 10 s) for the old workers;
+    a file nginx refuses is rolled back (render.nginx.nginx_files_switch_script). Pulumi removes
     replaced containers only after this, so no request goes to a container that is gone."""
-    in_volume = f"--network none --user 0 --entrypoint sh -v {volume}:/u {helper_image}"  # a throwaway container
-    write = (
-        "cat > /u/upstreams.conf.new && { [ ! -f /u/upstreams.conf ] || cp /u/upstreams.conf /u/upstreams.conf.prev; }"
-        " && mv /u/upstreams.conf.new /u/upstreams.conf"
-    )
-    restore = f"{docker_cli} run --rm {in_volume} -c 'mv /u/upstreams.conf.prev /u/upstreams.conf'"
-    return f"""set -euo pipefail
-{docker_cli} run --rm -i {in_volume} -c '{write}' <<'AI_MEETING_EOF'
-{conf.rstrip()}
-AI_MEETING_EOF
-if [ "$({docker_cli} inspect -f '{{{{.State.Running}}}}' {nginx} 2>/dev/null)" = true ]; then
-  if ! {docker_cli} exec {nginx} nginx -t -q; then
-    {restore}
-    echo 'nginx refused the new upstreams; the previous ones stay in place' >&2
-    exit 1
-  fi
-  {docker_cli} exec {nginx} nginx -s reload
-  for _ in $(seq 1 20); do
-    sleep 0.5
-    {docker_cli} exec {nginx} sh -c 'grep -qs "worker process is shutting dow[n]" /proc/[0-9]*/cmdline' || break
-  done
-  echo 'nginx reloaded with the current upstreams'
-else
-  echo 'upstreams written; nginx starts with them'
-fi"""
+    return nginx_files_switch_script(docker_cli, nginx, volume, helper_image, {"upstreams.conf": conf}, "the current upstreams")
 
 
 def seed_script(docker_cli: str, volume: str, helper_image: str, conf: str) -> str:
@@ -81,6 +65,7 @@ class ProxyArgs:
     http_port: int
     https_port: int
     tls: TlsMaterial
+    maintenance: Maintenance = Maintenance()
     loopback_api_port: int | None = None  # 127.0.0.1:<port> -> the API replicas, plain HTTP
     log_dir: str | None = None  # servers: <install_dir>/logs/nginx
 
@@ -114,6 +99,7 @@ class Proxy(pulumi.ComponentResource):
             dataclasses.replace(
                 base,
                 upstreams_include=UPSTREAMS_FILE,
+                maintenance_include=MAINTENANCE_FILE,
                 listen_api_loopback=API_LOOPBACK_LISTEN if args.loopback_api_port else None,
             )
         )
@@ -139,6 +125,17 @@ class Proxy(pulumi.ComponentResource):
             parent=self,
             triggers=[upstreams_volume.name],
         )
+        # Maintenance mode (README): its included files switched by a reload, nothing restarted.
+        files = maintenance_files(args.maintenance)
+        maintenance = shell.run(
+            "nginx-maintenance-reload",
+            pulumi.Output.all(upstreams_volume.name, args.image).apply(
+                lambda v: nginx_files_switch_script(shell.docker_cli, nginx_name, v[0], v[1], files, "maintenance mode")
+            ),
+            parent=self,
+            triggers=[sha256(files["maintenance.conf"] + files["maintenance.html"])],
+            depends_on=[seeded],
+        )
         definition = catalogue.nginx(
             catalogue.NginxArgs(
                 image=args.image, limits=args.limits, timezone=args.timezone, conf=self.conf,
@@ -152,7 +149,7 @@ class Proxy(pulumi.ComponentResource):
         site_with_upstreams = dataclasses.replace(site, volumes={**site.volumes, "nginx-upstreams": upstreams_volume.name})
         definition = dataclasses.replace(definition, volumes=[DataVolume("nginx-upstreams", UPSTREAMS_DIR, read_only=True)])
         (self.container,) = on_server.containers(
-            definition, site_with_upstreams, parent=self, depends_on=[seeded, *tls_material.ready]
+            definition, site_with_upstreams, parent=self, depends_on=[seeded, maintenance, *tls_material.ready]
         )
         upstreams = shell.run(
             "nginx-upstreams-reload",

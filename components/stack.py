@@ -73,6 +73,7 @@ class AiMeetingStack(pulumi.ComponentResource):
                 image=ids["nginx"], limits=cfg.resources.nginx, timezone=cfg.timezone,
                 site=assembly.nginx_site(cfg, [f"api:{cfg.api.port}"], f"web:{cfg.web.port}", None),
                 http_port=cfg.nginx.http_port, https_port=cfg.nginx.https_port, tls=self.tls.material,
+                maintenance=assembly.maintenance(cfg),
                 loopback_api_port=cfg.loopback_ports.api, log_dir=f"{cfg.install_dir}/logs/nginx" if server else None,
             ),
             site=site,

@@ -77,7 +77,9 @@ class SwarmServices(pulumi.ComponentResource):
         # --- data services: pinned to the data node with their volumes --------------------
         # The engine creates the named volumes on the data node; `destroy` removes them (after
         # the services) unless the data is protected, as one server's volume resources are.
-        volumes = [f"{prefix}-{v}-data" for v in ("postgres", "redis", "minio", *(("prometheus",) if args.monitoring else ()))]
+        ops = (("prometheus",) if args.monitoring else ()) + (
+            ("alertmanager",) if args.monitoring and args.monitoring.alertmanager_image is not None else ())
+        volumes = [f"{prefix}-{v}-data" for v in ("postgres", "redis", "minio", *ops)]
         data_volumes = data_node.run(
             "data-volumes",
             "echo 'data volumes: " + " ".join(volumes) + "'",
@@ -134,10 +136,13 @@ class SwarmServices(pulumi.ComponentResource):
             m = args.monitoring
             node_exporter = on_swarm.service(catalogue.node_exporter(m), site, parent=self)
             blackbox = on_swarm.service(catalogue.blackbox_exporter(m), site, parent=self)
+            # Alertmanager keeps silences and its notification log on the data node's volume.
+            alertmanager = ([on_swarm.service(dataclasses.replace(catalogue.alertmanager(m), role="data"), site, parent=self,
+                                              depends_on=[data_volumes])] if m.alertmanager_image is not None else [])
             # Prometheus keeps its data on the data node's volume, like the datastores.
             prometheus = on_swarm.service(dataclasses.replace(catalogue.prometheus(m), role="data"), site, parent=self,
-                                          depends_on=[self.api, node_exporter, blackbox, data_volumes])
-            self.monitoring = [node_exporter, blackbox, prometheus]
+                                          depends_on=[self.api, node_exporter, blackbox, data_volumes, *alertmanager])
+            self.monitoring = [node_exporter, blackbox, prometheus, *alertmanager]
         self.backups = (
             Backups("backups", args.backup, data_node, [self.postgres, self.redis, self.minio], pulumi.ResourceOptions(parent=self))
             if args.backup

@@ -6,12 +6,14 @@ validated as a whole before any resource is declared, so bad input never half-ap
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from fractions import Fraction
 from typing import Annotated, Literal, Union
 from zoneinfo import available_timezones
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -243,9 +245,10 @@ class Images(Strict):
     grafana: str = "grafana/grafana:11.1.0"
     node_exporter: str = "prom/node-exporter:v1.8.1"
     blackbox_exporter: str = "prom/blackbox-exporter:v0.25.0"
+    alertmanager: str = "prom/alertmanager:v0.27.0"
 
     @field_validator("postgres", "redis", "minio", "nginx", "api", "web", "prometheus", "grafana",
-                     "node_exporter", "blackbox_exporter")
+                     "node_exporter", "blackbox_exporter", "alertmanager")
     @classmethod
     def _pinned(cls, v: str) -> str:
         m = _IMAGE.match(v)
@@ -454,6 +457,81 @@ class AlertConfig(Strict):
         return v
 
 
+_EMAIL = re.compile(r"^[^@\s,<>\"]+@[^@\s,<>\"]+\.[^@\s,<>\"]+$")
+_SMARTHOST = re.compile(r"^(?P<host>[A-Za-z0-9.-]+|\[[0-9a-fA-F:]+\]):(?P<port>[0-9]{1,5})$")
+
+
+def _check_email(v: str) -> str:
+    if not _EMAIL.match(v):
+        raise ValueError(f"'{v}' is not an e-mail address such as ops@example.com")
+    return v
+
+
+Email = Annotated[str, AfterValidator(_check_email)]
+
+
+class AlertEmail(Strict):
+    """Alertmanager's e-mail receiver (its smtp_* settings)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    to: list[Email] = Field(min_length=1)
+    from_: Email = Field(alias="from")
+    smarthost: str  # host:port of the mail relay, e.g. smtp.example.com:587
+    auth_username: str | None = None
+    auth_password: SecretStr | None = None  # set with `pulumi config set --secret`
+    require_tls: bool = True  # STARTTLS before authenticating
+
+    @field_validator("smarthost")
+    @classmethod
+    def _hostport(cls, v: str) -> str:
+        m = _SMARTHOST.match(v)
+        if not m or not 1 <= int(m.group("port")) <= 65535:
+            raise ValueError(f"'{v}' must be host:port of the mail relay, e.g. smtp.example.com:587")
+        return v
+
+    @model_validator(mode="after")
+    def _auth_pair(self) -> "AlertEmail":
+        if (self.auth_username is None) != (self.auth_password is None):
+            raise ValueError("monitoring.alertmanager.email.auth_password: auth_username and auth_password go together")
+        return self
+
+
+def _check_webhook(v: SecretStr) -> SecretStr:
+    # The URL may carry a token: the message never repeats it.
+    if not re.match(r"^https?://[^\s/]+(/\S*)?$", v.get_secret_value()):
+        raise ValueError("must be an http:// or https:// URL")
+    return v
+
+
+class AlertmanagerConfig(Strict):
+    """Alert delivery (README: Monitoring): Prometheus sends its alerts to Alertmanager, which
+    groups them and notifies every receiver here, and again when they resolve."""
+
+    enabled: bool = False
+    port: Port = 9093  # published on 127.0.0.1 (UI, amtool, silences)
+    # Webhook receivers (a chat bridge, an incident tool). Set with --secret when the URL holds a token.
+    webhook_urls: list[Annotated[SecretStr, AfterValidator(_check_webhook)]] = Field(default_factory=list)
+    email: AlertEmail | None = None
+    group_wait: str = "30s"
+    group_interval: str = "5m"
+    repeat_interval: str = "4h"
+    send_resolved: bool = True
+
+    @field_validator("group_wait", "group_interval", "repeat_interval")
+    @classmethod
+    def _duration(cls, v: str) -> str:
+        if not _PROM_DURATION.match(v) or not re.search(r"[1-9]", v):
+            raise ValueError(f"'{v}' is not a duration like 30s, 5m or 4h")
+        return v
+
+    @model_validator(mode="after")
+    def _receiver(self) -> "AlertmanagerConfig":
+        if self.enabled and not self.webhook_urls and self.email is None:
+            raise ValueError("monitoring.alertmanager.webhook_urls: enabled needs at least one receiver (webhook_urls or email)")
+        return self
+
+
 class MonitoringConfig(Strict):
     enabled: bool = False
     # Grafana is declared for real servers; false runs Prometheus and the exporters alone (this
@@ -465,6 +543,7 @@ class MonitoringConfig(Strict):
     evaluation_interval: str = "15s"
     retention: str = "15d"  # --storage.tsdb.retention.time
     alerts: AlertConfig = AlertConfig()
+    alertmanager: AlertmanagerConfig = AlertmanagerConfig()
 
     @field_validator("scrape_interval", "evaluation_interval", "retention")
     @classmethod
@@ -523,6 +602,48 @@ class NginxConfig(Strict):
     bind_address: str = Field(default="0.0.0.0", pattern=r"^[0-9.]+$")
 
 
+def _check_client_network(value: str) -> str:
+    """An address or CIDR nginx's `geo` block takes, host bits clear (10.1.0.0/16, not 10.1.2.3/16)."""
+    try:
+        ipaddress.ip_network(value, strict=True)
+    except ValueError as exc:
+        hint = ""
+        if "has host bits set" in str(exc):
+            hint = f" (the network is {ipaddress.ip_network(value, strict=False)})"
+        raise ValueError(
+            f"'{value}' is not an IP address or network such as 203.0.113.7, 10.0.0.0/8 or 2001:db8::/32{hint}"
+        ) from None
+    return value
+
+
+ClientNetwork = Annotated[str, AfterValidator(_check_client_network)]
+
+
+class MaintenanceConfig(Strict):
+    """Maintenance mode (README: Maintenance mode). On, nginx answers 503 with a small page and
+    `Retry-After` for the site, /api/ and /ws/; the health endpoints keep answering, and clients
+    in `allow` pass through as usual. `up` switches it by rewriting an included file and
+    reloading nginx: no container is restarted."""
+
+    enabled: bool = False
+    # Client addresses or networks that still reach the site (the operator's office, a VPN).
+    # nginx sees the client's own address on a server; on a laptop (docker-proxy) it sees the
+    # Docker network's gateway.
+    allow: list[ClientNetwork] = Field(default_factory=list, max_length=256)
+    message: str = Field(
+        default="AI Meeting is down for maintenance. Please try again shortly.", min_length=1, max_length=1000
+    )
+    retry_after: int = Field(default=600, ge=1, le=7 * 86400)  # seconds, sent as Retry-After
+
+    @field_validator("allow")
+    @classmethod
+    def _unique(cls, v: list[str]) -> list[str]:
+        dupes = sorted({a for a in v if v.count(a) > 1})
+        if dupes:
+            raise ValueError(f"{dupes} listed twice")
+        return v
+
+
 # --- the whole stack -------------------------------------------------------------------
 
 
@@ -551,6 +672,7 @@ class StackConfig(Strict):
     web: WebConfig = WebConfig()
     loopback_ports: LoopbackPorts = LoopbackPorts()
     rotation: Rotation = Rotation()
+    maintenance: MaintenanceConfig = MaintenanceConfig()
     # Protect data volumes and secrets from `up`/`destroy` (default: on in prod).
     protect_data: bool | None = None
     # Allow a self-signed certificate in prod (an internal server with its own PKI, say).
@@ -599,6 +721,9 @@ class StackConfig(Strict):
                     raise ValueError(
                         f"target.nodes[{i}].user: the bootstrap turns off root SSH login; connect as a sudo user such as 'deploy'"
                     )
+        if self.maintenance.enabled and isinstance(self.target, SwarmTarget):
+            # Swarm's nginx reads an immutable Docker config: switching would roll every nginx task.
+            raise ValueError("maintenance.enabled: not available on target.kind swarm yet (only local and ssh targets)")
         ports = {self.nginx.http_port, self.nginx.https_port}
         if len(ports) != 2:
             raise ValueError("nginx.https_port: must differ from nginx.http_port")
@@ -607,6 +732,7 @@ class StackConfig(Strict):
         if self.monitoring.enabled:
             published += [self.monitoring.prometheus_port]
             published += [self.monitoring.grafana_port] if self.monitoring.grafana else []
+            published += [self.monitoring.alertmanager.port] if self.monitoring.alertmanager.enabled else []
         clashes = sorted({p for p in published if published.count(p) > 1})
         if clashes:
             raise ValueError(f"loopback_ports: host port(s) {clashes} are used twice")

@@ -89,6 +89,9 @@ class PrometheusSettings:
     # running task) instead of fixed targets; api_targets and node_exporter are then the
     # single `service:port` to resolve.
     dns_discovery: bool = False
+    # host:port of each Alertmanager Prometheus sends its alerts to (and scrapes, job
+    # `alertmanager`); () = alerts stay in Prometheus.
+    alertmanagers: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if isinstance(self.api_targets, str) or not self.api_targets:
@@ -105,6 +108,10 @@ class PrometheusSettings:
         if (self.http_probes or self.tcp_probes) and self.blackbox_exporter is None:
             raise ValueError("http_probes/tcp_probes need blackbox_exporter")
         check_path(self.rules_path, "rules_path")
+        if isinstance(self.alertmanagers, str):
+            raise ValueError("alertmanagers: a tuple of host:port")
+        for i, t in enumerate(self.alertmanagers):
+            _check_target(t, f"alertmanagers[{i}]")
 
 
 def _dump(doc: object) -> str:
@@ -158,15 +165,19 @@ def render_prometheus_config(s: PrometheusSettings) -> str:
         if s.tcp_probes:
             targets = [{"targets": [t], "labels": {"service": name}} for name, t in s.tcp_probes]
             jobs.append(_probe_job("probe-tcp_connect", "tcp_connect", targets, s.blackbox_exporter, s.scrape_interval))
-    doc = {
+    if s.alertmanagers:
+        jobs.append({"job_name": "alertmanager", "static_configs": [{"targets": list(s.alertmanagers)}]})
+    doc: dict = {
         "global": {
             "scrape_interval": s.scrape_interval,
             "evaluation_interval": s.evaluation_interval,
             "external_labels": {"stack": s.stack},
         },
-        "rule_files": [s.rules_path],
-        "scrape_configs": jobs,
     }
+    if s.alertmanagers:
+        doc["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": list(s.alertmanagers)}]}]}
+    doc["rule_files"] = [s.rules_path]
+    doc["scrape_configs"] = jobs
     return _dump(doc)
 
 
@@ -374,3 +385,85 @@ def render_grafana_dashboard(panels: tuple[Panel, ...] = DASHBOARD_PANELS) -> st
         ],
     }
     return json.dumps(doc, indent=2) + "\n"
+
+
+# ---- Alertmanager: who is told, and when -------------------------------------------------------
+
+ALERTMANAGER_CONFIG_PATH = "/etc/alertmanager/alertmanager.yml"
+_EMAIL_RE = re.compile(r"^[^@\s,<>\"]+@[^@\s,<>\"]+\.[^@\s,<>\"]+$")
+
+
+@dataclass(frozen=True)
+class EmailReceiver:
+    to: tuple[str, ...]
+    sender: str  # Alertmanager's smtp_from
+    smarthost: str  # host:port
+    auth_username: str | None = None
+    auth_password: str | None = None  # a secret: the rendered file is one too
+    require_tls: bool = True
+
+    def __post_init__(self) -> None:
+        if isinstance(self.to, str) or not self.to:
+            raise ValueError("email.to: at least one address (a tuple)")
+        for i, a in enumerate((*self.to, self.sender)):
+            if not isinstance(a, str) or not _EMAIL_RE.match(a):
+                raise ValueError(f"email.{'to[%d]' % i if i < len(self.to) else 'from'}: {a!r} is not an e-mail address")
+        host, sep, port = self.smarthost.rpartition(":")
+        if not sep or not port.isdigit() or not 1 <= int(port) <= 65535 or not host:
+            raise ValueError(f"email.smarthost: {self.smarthost!r} must be host:port")
+        if (self.auth_username is None) != (self.auth_password is None):
+            raise ValueError("email.auth_username and email.auth_password go together")
+
+
+@dataclass(frozen=True)
+class AlertmanagerSettings:
+    webhook_urls: tuple[str, ...] = ()
+    email: EmailReceiver | None = None
+    group_by: tuple[str, ...] = ("alertname", "service", "instance")
+    group_wait: str = "30s"
+    group_interval: str = "5m"
+    repeat_interval: str = "4h"
+    send_resolved: bool = True
+    resolve_timeout: str = "5m"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.webhook_urls, str):
+            raise ValueError("webhook_urls: a tuple of URLs")
+        for i, u in enumerate(self.webhook_urls):
+            if not isinstance(u, str) or not re.match(r"^https?://[^\s/]+(/\S*)?$", u):
+                raise ValueError(f"webhook_urls[{i}]: must be an http:// or https:// URL")
+        if not self.webhook_urls and self.email is None:
+            raise ValueError("webhook_urls: at least one receiver (webhook_urls or email)")
+        for name in ("group_wait", "group_interval", "repeat_interval", "resolve_timeout"):
+            _check_duration(getattr(self, name), name)
+        for label in self.group_by:
+            if not re.fullmatch(r"[a-zA-Z_][a-zA-Z0-9_]*", label):
+                raise ValueError(f"group_by: {label!r} is not a label name")
+
+
+def render_alertmanager_config(s: AlertmanagerSettings) -> str:
+    """alertmanager.yml: one route to one receiver holding every webhook and the e-mail, so each
+    alert (and its resolution, with send_resolved) reaches every channel. It holds secrets when
+    the e-mail has a password or a webhook URL a token: store and upload it as a secret."""
+    glob: dict = {"resolve_timeout": s.resolve_timeout}
+    receiver: dict = {"name": "ai-meeting"}
+    if s.webhook_urls:
+        receiver["webhook_configs"] = [{"url": u, "send_resolved": s.send_resolved} for u in s.webhook_urls]
+    if s.email:
+        e = s.email
+        glob.update(smtp_smarthost=e.smarthost, smtp_from=e.sender, smtp_require_tls=e.require_tls)
+        if e.auth_username is not None:
+            glob.update(smtp_auth_username=e.auth_username, smtp_auth_password=e.auth_password)
+        receiver["email_configs"] = [{"to": ", ".join(e.to), "send_resolved": s.send_resolved}]
+    doc = {
+        "global": glob,
+        "route": {
+            "receiver": "ai-meeting",
+            "group_by": list(s.group_by),
+            "group_wait": s.group_wait,
+            "group_interval": s.group_interval,
+            "repeat_interval": s.repeat_interval,
+        },
+        "receivers": [receiver],
+    }
+    return "# Rendered by render/monitoring.py from monitoring.alertmanager: edit the config, not this file.\n" + _dump(doc)

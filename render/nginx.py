@@ -1,7 +1,10 @@
 """nginx.conf for the reverse proxy (plan §4.6 + §13 upstream), as a pure function."""
 from __future__ import annotations
 
+import html
+import ipaddress
 import re
+import shlex
 from dataclasses import dataclass
 
 from ._templating import check_hostname, check_path, check_port, check_positive, render
@@ -48,6 +51,11 @@ class NginxSite:
     # TCP connect timeout to an API replica (default: api_timeout). Short in a swarm: a task
     # on a node that just died does not refuse, it never answers; the next address is tried.
     api_connect_timeout: str | None = None
+    # Maintenance mode: nginx.conf includes this file (render_nginx_maintenance) at http level
+    # and consults its variables on every HTTPS request; maintenance.html lives next to it.
+    # Switching maintenance rewrites the file and reloads: nginx.conf itself never changes.
+    # None: no maintenance hooks at all.
+    maintenance_include: str | None = None
 
     def __post_init__(self) -> None:
         validate_site(self)
@@ -108,6 +116,10 @@ def validate_site(s: NginxSite) -> None:
         check_path(s.acme_webroot, "acme_webroot")
     if s.upstreams_include is not None:
         check_path(s.upstreams_include, "upstreams_include")
+    if s.maintenance_include is not None:
+        check_path(s.maintenance_include, "maintenance_include")
+        if s.maintenance_include == s.upstreams_include:
+            raise ValueError("maintenance_include must differ from upstreams_include")
     if s.listen_api_loopback is not None:
         check_port(s.listen_api_loopback, "listen_api_loopback")
         if s.listen_api_loopback in (s.listen_http, s.listen_https):
@@ -124,8 +136,10 @@ def redirect_base(s: NginxSite) -> str:
 def render_nginx_conf(site: NginxSite) -> str:
     validate_site(site)  # also checked at construction; dataclasses.replace re-runs it too
     bind = f"{site.listen_address}:" if site.listen_address else ""
+    page_dir = site.maintenance_include.rsplit("/", 1)[0] or "/" if site.maintenance_include else None
     return render("nginx.conf.j2", s=site, redirect_base=redirect_base(site),
-                  listen_http=f"{bind}{site.listen_http}", listen_https=f"{bind}{site.listen_https}")
+                  listen_http=f"{bind}{site.listen_http}", listen_https=f"{bind}{site.listen_https}",
+                  maintenance_page_dir=page_dir, maintenance_page=MAINTENANCE_PAGE)
 
 
 def render_nginx_upstreams(site: NginxSite) -> str:
@@ -134,3 +148,95 @@ def render_nginx_upstreams(site: NginxSite) -> str:
     return "# Rendered by render/nginx.py: the API replicas and the web front end behind nginx.\n" + render(
         "nginx-upstreams.conf.j2", s=site
     )
+
+
+# ---- maintenance mode ---------------------------------------------------------------------------
+
+MAINTENANCE_PAGE = "maintenance.html"  # next to the maintenance_include file
+# Answer during maintenance: the container healthcheck and the post-deploy check (/health,
+# /api/health), the monitoring probes (the same two) and the API's dependency report.
+MAINTENANCE_EXEMPT = ("/health", "/api/health", "/api/health/deps")
+
+
+@dataclass(frozen=True)
+class Maintenance:
+    enabled: bool = False
+    allow: tuple[str, ...] = ()  # client addresses / networks that pass through (nginx geo)
+    message: str = "AI Meeting is down for maintenance. Please try again shortly."
+    retry_after: int = 600  # seconds
+    exempt_paths: tuple[str, ...] = MAINTENANCE_EXEMPT
+
+    def __post_init__(self) -> None:
+        validate_maintenance(self)
+
+
+def validate_maintenance(m: Maintenance) -> None:
+    if not isinstance(m.enabled, bool):
+        raise ValueError(f"enabled: {m.enabled!r} must be true or false")
+    if isinstance(m.allow, str) or not isinstance(m.allow, tuple):
+        raise ValueError("allow: a tuple of addresses or networks")
+    for i, a in enumerate(m.allow):
+        try:
+            ipaddress.ip_network(a, strict=True)
+        except (ValueError, TypeError):
+            raise ValueError(f"allow[{i}]: {a!r} is not an IP address or network with its host bits clear") from None
+    check_positive(m.retry_after, "retry_after")
+    if not isinstance(m.message, str) or not m.message.strip() or len(m.message) > 1000:
+        raise ValueError("message: 1 to 1000 characters")
+    for i, p in enumerate(m.exempt_paths):
+        check_path(p, f"exempt_paths[{i}]")
+
+
+def render_nginx_maintenance(m: Maintenance) -> str:
+    """The http-level file nginx.conf includes (maintenance_include): it defines
+    $ai_maintenance (1 = answer 503) and $ai_maintenance_retry_after for every request."""
+    validate_maintenance(m)
+    return render("nginx-maintenance.conf.j2", m=m)
+
+
+def render_maintenance_page(m: Maintenance) -> str:
+    """The 503 page: small, self-contained, the operator's message escaped."""
+    validate_maintenance(m)
+    return render("maintenance.html.j2", message=html.escape(m.message), retry_minutes=max(1, round(m.retry_after / 60)))
+
+
+def maintenance_files(m: Maintenance) -> dict[str, str]:
+    """What the maintenance switch puts next to nginx.conf's maintenance_include (file names
+    as nginx.conf expects them)."""
+    return {"maintenance.conf": render_nginx_maintenance(m), MAINTENANCE_PAGE: render_maintenance_page(m)}
+
+
+def nginx_files_switch_script(docker_cli: str, nginx: str, volume: str, helper_image: str,
+                              files: dict[str, str], what: str) -> str:
+    """Put files (name -> text) into the volume nginx includes them from, then, if nginx runs,
+    check the config, reload gracefully and wait (at most 10 s) for the old workers to finish.
+    The files are written by a throwaway container (so this works before nginx exists), each
+    atomically (write, keep the previous as .prev, rename); a config nginx refuses is rolled
+    back. The same shape as the upstream switch in components/proxy.py."""
+    for name in files:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
+            raise ValueError(f"files: {name!r} must be a plain file name")
+        if "\nAI_MEETING_EOF\n" in f"\n{files[name]}\n":
+            raise ValueError(f"files[{name}]: must not contain the here-doc delimiter")
+    in_volume = f"--network none --user 0 --entrypoint sh -v {volume}:/u {helper_image}"
+    lines = ["set -euo pipefail"]
+    for name, text in files.items():
+        write = f"cat > /u/{name}.new && {{ [ ! -f /u/{name} ] || cp /u/{name} /u/{name}.prev; }} && mv /u/{name}.new /u/{name}"
+        lines.append(f"{docker_cli} run --rm -i {in_volume} -c {shlex.quote(write)} <<'AI_MEETING_EOF'\n{text.rstrip()}\nAI_MEETING_EOF")
+    restore = " ; ".join(f"[ ! -f /u/{n}.prev ] || mv /u/{n}.prev /u/{n}" for n in files)
+    lines.append(f"""if [ "$({docker_cli} inspect -f '{{{{.State.Running}}}}' {nginx} 2>/dev/null)" = true ]; then
+  if ! {docker_cli} exec {nginx} nginx -t -q; then
+    {docker_cli} run --rm {in_volume} -c {shlex.quote(restore)}
+    echo 'nginx refused the new {what}; the previous one stays in place' >&2
+    exit 1
+  fi
+  {docker_cli} exec {nginx} nginx -s reload
+  for _ in $(seq 1 20); do
+    sleep 0.5
+    {docker_cli} exec {nginx} sh -c 'grep -qs "worker process is shutting dow[n]" /proc/[0-9]*/cmdline' || break
+  done
+  echo 'nginx reloaded with the new {what}'
+else
+  echo '{what} written; nginx starts with it'
+fi""")
+    return "\n".join(lines)

@@ -12,6 +12,7 @@ README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 def keys(model: type[BaseModel], prefix: str = "") -> list[str]:
     out = []
     for name, field in model.model_fields.items():
+        name = field.alias or name  # the key the operator writes (email.from, not from_)
         ann = field.annotation
         if prefix == "" and name == "target":
             continue  # a union of LocalTarget | SshTarget: documented key by key below
