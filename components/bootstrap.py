@@ -16,10 +16,11 @@ from render.bootstrap import BootstrapSettings, BootstrapStep, render_bootstrap_
 from .target import sha256
 
 
-def bootstrap_settings(cfg: StackConfig) -> BootstrapSettings:
+def bootstrap_settings(cfg: StackConfig, swarm_node: bool = False) -> BootstrapSettings:
     assert isinstance(cfg.target, SshTarget)
     b = cfg.bootstrap
     ssh_port = b.ssh_port or cfg.target.port
+    dockerd = b.docker
     return BootstrapSettings(
         deploy_user=cfg.target.user,
         timezone=cfg.timezone,
@@ -32,11 +33,18 @@ def bootstrap_settings(cfg: StackConfig) -> BootstrapSettings:
         preflight_mode=b.preflight_mode,
         letsencrypt=cfg.tls.mode == "letsencrypt",
         app_log_uid=cfg.api.log_uid,
+        # Unset: live-restore on a single server, off on swarm nodes (swarm mode refuses it;
+        # the config model rejects true for a swarm); userland-proxy the other way round.
+        docker_live_restore=(not swarm_node) if dockerd.live_restore is None else dockerd.live_restore,
+        docker_no_new_privileges=dockerd.no_new_privileges,
+        docker_userland_proxy=swarm_node if dockerd.userland_proxy is None else dockerd.userland_proxy,
+        docker_log_max_size=dockerd.log_max_size,
+        docker_log_max_file=dockerd.log_max_file,
     )
 
 
-def bootstrap_steps(cfg: StackConfig) -> list[BootstrapStep]:
-    steps = render_bootstrap_steps(bootstrap_settings(cfg))
+def bootstrap_steps(cfg: StackConfig, swarm_node: bool = False) -> list[BootstrapStep]:
+    steps = render_bootstrap_steps(bootstrap_settings(cfg, swarm_node))
     if not cfg.bootstrap.harden_ssh:
         steps = [s for s in steps if s.name != "hardening"]
     return steps
@@ -54,12 +62,14 @@ class Bootstrap(pulumi.ComponentResource):
         connection: command.remote.ConnectionArgs,
         opts: pulumi.ResourceOptions | None = None,
         step_prefix: str = "bootstrap",  # a swarm bootstraps several servers: one prefix each
+        swarm_node: bool = False,  # daemon.json without live-restore (swarm mode refuses it)
     ):
         super().__init__("ai-meeting:bootstrap:Bootstrap", name, None, opts)
         self.steps = []
         previous: list[pulumi.Resource] = []
         report: pulumi.Output[str] = pulumi.Output.from_input("")
-        for step in bootstrap_steps(cfg):
+        steps = bootstrap_steps(cfg, swarm_node)
+        for step in steps:
             cmd = command.remote.Command(
                 f"{step_prefix}-{step.name}",
                 connection=connection,
@@ -78,7 +88,7 @@ class Bootstrap(pulumi.ComponentResource):
         # Resolves only when the last step finished: the Docker provider waits on it.
         self.done = pulumi.Output.all(*[s.id for s in self.steps]).apply(lambda ids: sha256(",".join(ids)))
         report.apply(_warn_on_preflight)
-        self.register_outputs({"steps": [s.name for s in bootstrap_steps(cfg)], "preflight": report})
+        self.register_outputs({"steps": [s.name for s in steps], "preflight": report})
 
 
 def _warn_on_preflight(text: str) -> None:

@@ -90,7 +90,8 @@ class SwarmCluster(pulumi.ComponentResource):
             conn = ssh_connection(ssh_target)
             # The same bootstrap as an ssh target, node by node (its firewall, Docker, hardening).
             node_cfg = cfg.model_copy(update={"target": ssh_target})
-            boot = Bootstrap(f"node-{key}", node_cfg, conn, child, step_prefix=f"node-{key}-bootstrap")
+            boot = Bootstrap(f"node-{key}", node_cfg, conn, child, step_prefix=f"node-{key}-bootstrap",
+                             swarm_node=True)
             peers = [n.cluster_addr for n in target.nodes if n is not node]
             fw_script = render_swarm_firewall(peers)
             firewall = command.remote.Command(
