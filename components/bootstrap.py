@@ -40,6 +40,7 @@ def bootstrap_settings(cfg: StackConfig, swarm_node: bool = False) -> BootstrapS
         docker_userland_proxy=swarm_node if dockerd.userland_proxy is None else dockerd.userland_proxy,
         docker_log_max_size=dockerd.log_max_size,
         docker_log_max_file=dockerd.log_max_file,
+        published_ports=(cfg.nginx.http_port, cfg.nginx.https_port),
     )
 
 

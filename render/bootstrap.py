@@ -114,6 +114,8 @@ class BootstrapSettings:
     docker_userland_proxy: bool = False
     docker_log_max_size: str = "20m"
     docker_log_max_file: int = 5
+    # nginx's published ports: held (SYNs dropped, not refused) while dockerd starts.
+    published_ports: tuple[int, ...] = (80, 443)
     # Host policy (step hardening, Lynis): idle interactive shells logged out after this many
     # seconds; the legal banner of /etc/issue and /etc/issue.net.
     shell_timeout: int = 900
@@ -152,6 +154,10 @@ class BootstrapSettings:
         if not re.fullmatch(r"[1-9][0-9]*[kmg]", str(self.docker_log_max_size)):
             raise ValueError(f"docker_log_max_size: {self.docker_log_max_size!r} must look like 20m (k, m or g)")
         check_positive(self.docker_log_max_file, "docker_log_max_file", 1)
+        if isinstance(self.published_ports, (str, int)) or not self.published_ports:
+            raise ValueError("published_ports: a non-empty tuple of ports is required")
+        for i, p in enumerate(self.published_ports):
+            check_port(p, f"published_ports[{i}]")
         check_positive(self.shell_timeout, "shell_timeout", 60)
         # Written through a quoted here-document: printable lines, never its delimiter.
         lines = self.login_banner.splitlines() if isinstance(self.login_banner, str) else []
@@ -220,7 +226,8 @@ def render_bootstrap_steps(s: BootstrapSettings) -> list[BootstrapStep]:
         ("timezone", {}),
         ("firewall", {"ports": s.firewall_ports}),
         ("limits", {}),
-        ("docker", {"daemon_json": json.dumps(daemon_json(s), sort_keys=True), "live_restore": s.docker_live_restore}),
+        ("docker", {"daemon_json": json.dumps(daemon_json(s), sort_keys=True), "live_restore": s.docker_live_restore,
+                    "published_ports": sorted(set(s.published_ports))}),
         ("layout", {"dirs": layout_dirs(s)}),
         ("hardening", {
             "prune_cron": _prune_cron(s), "sshd_settings": SSHD_SETTINGS, "login_defs": LOGIN_DEFS,
