@@ -141,9 +141,10 @@ def lynis_audit(s: ProdServer) -> dict[str, object]:
     `lynis audit system --quick` with the harness profile; the report's index, warnings and
     suggestions."""
     skips = lynis_harness_skips()
+    # The bootstrap's package lists are fresh: update only when the install needs it.
+    install = "DEBIAN_FRONTEND=noninteractive apt-get -y -q install --no-install-recommends lynis >/dev/null 2>&1"
     s.sudo("dpkg-query -W -f '${Status}' lynis 2>/dev/null | grep -q 'install ok installed' || "
-           "{ apt-get -q update >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get -y -q install --no-install-recommends lynis >/dev/null; }",
-           timeout=600)
+           f"{install} || {{ apt-get -q update >/dev/null && {install}; }}", timeout=600)
     profile = "# ai-meeting test harness: findings that cannot apply inside the test server\n" + \
         "".join(f"# {reason}\nskip-test={test}\n" for test, reason in skips.items())
     s.put("/etc/lynis/custom.prf", profile, mode="0640")
