@@ -45,6 +45,7 @@ def is_server(cfg: StackConfig) -> bool:
 def bootstrap_args(cfg: StackConfig, user: str, ssh_port: int, *, swarm: bool = False) -> BootstrapArgs:
     b = cfg.bootstrap
     port = b.ssh_port or ssh_port
+    dockerd = b.docker
     return BootstrapArgs(
         settings=BootstrapSettings(
             deploy_user=user,
@@ -58,6 +59,14 @@ def bootstrap_args(cfg: StackConfig, user: str, ssh_port: int, *, swarm: bool = 
             preflight_mode=b.preflight_mode,
             letsencrypt=cfg.tls.mode == "letsencrypt",
             app_log_uid=cfg.api.log_uid,
+            # Unset: live-restore on a single server, off on swarm nodes (swarm mode refuses it;
+            # the config model rejects true for a swarm); userland-proxy the other way round.
+            docker_live_restore=(not swarm) if dockerd.live_restore is None else dockerd.live_restore,
+            docker_no_new_privileges=dockerd.no_new_privileges,
+            docker_userland_proxy=swarm if dockerd.userland_proxy is None else dockerd.userland_proxy,
+            docker_log_max_size=dockerd.log_max_size,
+            docker_log_max_file=dockerd.log_max_file,
+            published_ports=(cfg.nginx.http_port, cfg.nginx.https_port),
         ),
         harden_ssh=b.harden_ssh,
     )

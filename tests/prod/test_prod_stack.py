@@ -278,6 +278,37 @@ def test_fail2ban_and_unattended_upgrades(deployment: Deployment) -> None:
     checks.fail2ban_and_unattended_upgrades(deployment.server)
 
 
+def test_docker_daemon_live_restore_no_new_privileges_ports_without_userland_proxy(deployment: Deployment) -> None:
+    """/etc/docker/daemon.json from the bootstrap (issue #19), in effect on the running stack:
+    the loopback ports answer on the server itself and 80/443 from this machine, with no
+    docker-proxy process."""
+    deployment.require_deployed()
+    checks.docker_daemon_hardened(deployment.server, {3000: "/health", 9000: "/minio/health/live"})
+    deployment.serving()
+
+
+@pytest.mark.reliability
+def test_lynis_hardening_index_at_least_80_and_no_warning(deployment: Deployment, record) -> None:
+    """Debian's lynis on the freshly bootstrapped server (installed by the test, not the
+    product): hardening index >= 80 and no warning. The few findings that cannot apply inside
+    the test server are skipped in a test-only profile, each with its reason (README: Host
+    hardening)."""
+    d = deployment
+    d.ensure_deployed()
+    started = time.monotonic()
+    lynis = checks.lynis_audit(d.server)
+    seconds = time.monotonic() - started
+    warnings = lynis["warnings"]
+    record("prod host: Lynis hardening index of the bootstrapped server (`lynis audit system --quick`)",
+           f"{lynis['index']} (Lynis {lynis['version']}, {lynis['tests']} tests, {len(lynis['skipped'])} "
+           f"harness-only skips, {len(lynis['suggestions'])} suggestions, {seconds:.0f} s with the install)",
+           ">= 80", lynis["index"] >= 80)
+    record("prod host: Lynis warnings on the bootstrapped server", f"{len(warnings)}" + (f": {warnings}" if warnings else ""),
+           "0", not warnings)
+    assert not warnings, warnings
+    assert lynis["index"] >= 80, "Lynis suggestions:\n" + "\n".join(lynis["suggestions"])
+
+
 def test_preflight_warns_and_up_goes_on(deployment: Deployment) -> None:
     deployment.require_deployed()
     # This machine has 2 CPUs (< 4): the preflight warns, the engine prints it, `up` goes on
@@ -405,6 +436,42 @@ def test_changing_one_bootstrap_setting_reruns_only_that_step(deployment: Deploy
     d.timed("up re-running one bootstrap step", p.up)
     assert sum(_changed(d.last_update()).values()) == 1, d.last_update()
     d.assert_data_services_untouched("re-running a bootstrap step")
+    assert p.preview("--expect-no-changes", check=False).code == 0
+
+
+def test_a_daemon_json_change_restarts_dockerd_and_stops_no_container_and_no_request(deployment: Deployment, record) -> None:
+    """A changed Docker daemon setting re-runs the docker step alone: daemon.json rewritten,
+    dockerd restarted (live-restore: every container keeps running), no request through nginx
+    fails meanwhile; put back, the same again; a no-op preview after."""
+    d = deployment
+    d.require_deployed()
+    p, s = d.project, d.server
+    containers = list(faults.container_states(s))
+    before = faults.started_at(s, containers)
+    seen = {}
+    for max_file, label in ((6, "changed"), (None, "put back")):
+        docker = {"log_max_file": max_file} if max_file else {}
+        p.configure(bootstrap={"min_cpus": 3, "docker": docker})  # min_cpus as the test before left it
+        restarts = s.sudo("systemctl show docker -p NRestarts -p ExecMainStartTimestampMonotonic --value").stdout
+        with Load(d) as load:
+            time.sleep(2)
+            p.up()
+            time.sleep(2)
+        assert s.sudo("systemctl show docker -p NRestarts -p ExecMainStartTimestampMonotonic --value").stdout != restarts, \
+            "dockerd was not restarted"
+        changes = _changed(d.last_update())
+        assert sum(changes.values()) == 1, changes  # bootstrap-docker only
+        seen[label] = (len(load.results), len(load.failures))
+        assert load.results and not load.failures, f"{label}: {load.failures[:5]}"
+        assert s.sudo("jq -r '.\"log-opts\".\"max-file\"' /etc/docker/daemon.json").stdout.strip() == str(max_file or 5)
+    after = faults.started_at(s, containers)
+    restarted = sorted(c for c in containers if after.get(c) != before[c])
+    record("prod: daemon.json changed and put back by `pulumi up` (dockerd restarted twice, live-restore)",
+           f"{sum(f for _, f in seen.values())} of {sum(n for n, _ in seen.values())} requests through nginx failed; "
+           f"{len(restarted)} of {len(containers)} containers restarted", "0 failed, 0 restarted",
+           not restarted and not any(f for _, f in seen.values()))
+    assert not restarted, f"restarted by a dockerd restart with live-restore: {restarted}"
+    d.assert_data_services_untouched("a dockerd restart with live-restore")
     assert p.preview("--expect-no-changes", check=False).code == 0
 
 
@@ -919,22 +986,32 @@ def test_a_full_data_filesystem_is_reported_corrupts_nothing_and_service_returns
 
 @pytest.mark.reliability
 def test_docker_restart_and_server_reboot_come_back_without_an_up(deployment: Deployment, record) -> None:
-    """The server's dockerd restarted, then the whole server rebooted (its container restarted:
-    systemd boots again): every container healthy again by itself, then nothing to change."""
+    """The server's dockerd restarted under load (live-restore: every container keeps running
+    and no request fails), then the whole server rebooted (its container restarted: systemd
+    boots again): every container healthy again by itself, then nothing to change."""
     d = deployment
     d.ensure_deployed()
     s = d.server
     root_pem = d.pebble.issuer_root_pem()
     containers = list(faults.container_states(s))
     before = faults.started_at(s, containers)
-    started = time.monotonic()
-    s.sudo("systemctl restart docker", timeout=300)
-    faults.wait_until("healthy after a dockerd restart", lambda: faults.all_healthy(s), timeout=300)
-    seconds = time.monotonic() - started
+    with Load(d) as load:
+        time.sleep(2)
+        started = time.monotonic()
+        s.sudo("systemctl restart docker", timeout=300)
+        seconds = time.monotonic() - started
+        faults.wait_until("dockerd answers after its restart", lambda: s.ssh("docker info >/dev/null", check=False).code == 0,
+                          timeout=120)
+        time.sleep(3)
     after = faults.started_at(s, containers)
-    assert all(after[c] != before[c] for c in containers), f"not every container was restarted: {before} {after}"
-    record("prod: dockerd restart on the server -> every container restarted and healthy, no `up`",
-           f"{seconds:.0f} s (from the restart command)", "<= 60 s", seconds <= 60)
+    restarted = sorted(c for c in containers if after[c] != before[c])
+    record("prod: dockerd restart on the server under load (live-restore), requests through nginx that failed",
+           f"{len(load.failures)} of {len(load.results)} ({len(restarted)} of {len(containers)} containers restarted, "
+           f"restart {seconds:.1f} s)", "0 failed, 0 restarted", not load.failures and not restarted)
+    assert load.results, "the load loop sent no request"
+    assert not load.failures, f"{len(load.failures)} of {len(load.results)} requests failed: {load.failures[:5]}"
+    assert not restarted, f"restarted by a dockerd restart with live-restore: {restarted}"
+    faults.wait_until("healthy after a dockerd restart", lambda: faults.all_healthy(s), timeout=120)
     faults.wait_until("serving after a dockerd restart", lambda: d.serving() is None, timeout=60)
 
     started = time.monotonic()

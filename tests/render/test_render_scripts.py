@@ -24,6 +24,9 @@ BOOTSTRAP_VARIANTS = {
                                           install_dir="/srv/ai-meeting", prune_unused_images=True),
     "small": BootstrapSettings(deploy_user="ubuntu", min_cpus=2, min_memory_gb=4, min_disk_gb=40,
                                nofile=1048576, timezone="America/Argentina/Buenos_Aires"),
+    # What a Swarm node gets: no live-restore (swarm mode refuses it), Docker's userland proxy.
+    "swarm-node": BootstrapSettings(deploy_user="deploy", docker_live_restore=False, docker_userland_proxy=True,
+                                    published_ports=(8080, 8443), login_banner="Private system.\nAccess is logged."),
 }
 BACKUP_VARIANTS = {
     "defaults": BackupSettings(),
@@ -128,6 +131,10 @@ def test_layout_dirs_plan_4_1():
     ({"allowed_tcp_ports": ()}, "allowed_tcp_ports"), ({"timezone": "Asia/Shanghai; rm -rf /"}, "timezone"),
     ({"install_dir": "/"}, "install_dir"), ({"install_dir": "relative"}, "install_dir"),
     ({"min_docker_version": "latest"}, "min_docker_version"), ({"nofile": 10}, "nofile"),
+    ({"docker_log_max_size": "20 MB"}, "docker_log_max_size"), ({"docker_log_max_file": 0}, "docker_log_max_file"),
+    ({"published_ports": ()}, "published_ports"), ({"published_ports": (80, 70000)}, "published_ports"),
+    ({"shell_timeout": 5}, "shell_timeout"), ({"login_banner": ""}, "login_banner"),
+    ({"login_banner": "hi\nBANNER\nrm -rf /"}, "login_banner"), ({"login_banner": "bell\a"}, "login_banner"),
 ])
 def test_bootstrap_invalid(kw, match):
     base = {"deploy_user": "deploy"}
@@ -222,3 +229,65 @@ def test_restore_refuses_without_yes_and_bad_manifest(tmp_path):
     assert r.returncode != 0 and "checksum mismatch" in r.stderr
     r = subprocess.run(["bash", str(restore)], capture_output=True, text=True)
     assert r.returncode == 2 and "usage" in r.stderr
+
+
+def _daemon_keys(script: str) -> dict:
+    import json
+    import re
+
+    return json.loads(re.search(r"^OURS='(\{.*\})'$", script, re.M).group(1))
+
+
+def test_docker_daemon_json_per_target():
+    single = {st.name: st.script for st in render_bootstrap_steps(BOOTSTRAP_VARIANTS["defaults"])}["docker"]
+    node = {st.name: st.script for st in render_bootstrap_steps(BOOTSTRAP_VARIANTS["swarm-node"])}["docker"]
+    assert _daemon_keys(single) == {"live-restore": True, "log-driver": "json-file",
+                                    "log-opts": {"max-file": "5", "max-size": "20m"},
+                                    "no-new-privileges": True, "userland-proxy": False}
+    assert _daemon_keys(node)["live-restore"] is False and _daemon_keys(node)["userland-proxy"] is True
+    # Written only when it differs; checked before (Docker >= 23) and after the restart (rolled back).
+    assert 'cmp -s "$wanted" "$DAEMON_JSON"' in single and "dockerd --validate --config-file" in single
+    assert "previous file restored" in single
+    # The restart guard and the live-restore check only where live-restore is on.
+    assert "--dports 80,443 " in single and "LiveRestoreEnabled" in single
+    assert "ai-meeting-dockerd-start" not in node and "LiveRestoreEnabled" not in node
+
+
+def test_docker_daemon_json_merge_keeps_the_operators_keys(tmp_path):
+    """The step's jq merge, run here: an operator's key survives, ours win, the output is stable."""
+    import json
+    import shutil
+
+    if not shutil.which("jq"):
+        unavailable("jq is not installed")
+    ours = json.dumps(_daemon_keys({st.name: st.script for st in render_bootstrap_steps(BOOTSTRAP_VARIANTS["defaults"])}["docker"]))
+    existing = tmp_path / "daemon.json"
+    existing.write_text(json.dumps({"registry-mirrors": ["https://mirror.internal"], "live-restore": False,
+                                    "log-opts": {"labels": "app"}}))
+    merged = subprocess.run(["jq", "-S", "--argjson", "ours", ours, ". * $ours", str(existing)],
+                            capture_output=True, text=True, check=True).stdout
+    got = json.loads(merged)
+    assert got["registry-mirrors"] == ["https://mirror.internal"] and got["live-restore"] is True
+    assert got["log-opts"] == {"labels": "app", "max-file": "5", "max-size": "20m"}
+    existing.write_text(merged)
+    again = subprocess.run(["jq", "-S", "--argjson", "ours", ours, ". * $ours", str(existing)],
+                           capture_output=True, text=True, check=True).stdout
+    assert again == merged  # a re-run finds nothing to change
+
+
+def test_hardening_host_policy():
+    steps = {st.name: st.script for st in render_bootstrap_steps(BOOTSTRAP_VARIANTS["defaults"])}
+    h = steps["hardening"]
+    for setting in ("PermitRootLogin no", "MaxAuthTries 3", "AllowTcpForwarding no", "AllowAgentForwarding no",
+                    "X11Forwarding no", "LogLevel VERBOSE", "ClientAliveCountMax 2"):
+        assert f'"{setting}"' in h, setting
+    assert "set_login_def UMASK 027" in h and "set_login_def PASS_MAX_DAYS 365" in h
+    assert "apt_install libpam-pwquality libpam-tmpdir" in h and "apt_install needrestart apt-listchanges debsums" in h
+    assert "$nrconf{restart} = 'l';" in h  # needrestart never restarts services by itself
+    assert "*    hard core 0" in h and "Storage=none" in h and "/etc/fail2ban/jail.local" in h
+    assert "net.ipv4.conf.all.send_redirects = 0" in h
+    # Kernel-wide sysctls never from inside a container; never the one-way switches.
+    assert "systemd-detect-virt --container" in h and "kernel.kptr_restrict = 2" in h
+    assert "modules_disabled" not in h and "unprivileged_bpf_disabled" not in h
+    assert "net.ipv4.conf.all.forwarding" not in h and "ip_forward =" not in h  # Docker routes with it
+    assert "install usb-storage /bin/false" in h and "Authorised access only" in h
