@@ -27,6 +27,7 @@ import datetime
 import json
 import os
 import platform
+import shlex
 import subprocess
 import sys
 from dataclasses import asdict, dataclass
@@ -122,19 +123,35 @@ def _out(*cmd: str) -> str:
         return ""
 
 
-def provenance(exitstatus: int, counts: dict[str, int]) -> dict:
+_code: dict = {}  # the code the tests ran: taken when the session starts, not when it ends
+
+
+def code_under_test() -> dict:
     dirty = _out("git", "status", "--porcelain", "--untracked-files=no")
     return {
         "commit": _out("git", "rev-parse", "HEAD") or "unknown",
         "commit_line": _out("git", "log", "-1", "--format=%s"),
         "dirty": len(dirty.splitlines()),  # tracked files changed against the commit
+        "started": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+
+
+def pytest_sessionstart(session) -> None:
+    if os.environ.get(ENV):
+        _code.update(code_under_test())
+
+
+def provenance(exitstatus: int, counts: dict[str, int]) -> dict:
+    code = _code or code_under_test()
+    return {
+        **code,
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": f"{platform.node()} ({os.cpu_count()} cores, {platform.system()} {platform.release()})",
         "docker": _out("docker", "version", "-f", "{{.Server.Version}}") or "unknown",
         "pulumi": _out("pulumi", "version") or "unknown",
         "pytest_exitstatus": int(exitstatus),
         "tests": counts,
-        "args": sys.argv[1:],
+        "args": shlex.join(sys.argv[1:]),
     }
 
 
@@ -228,10 +245,10 @@ def page(doc: dict, how: str = "") -> str:
         "## Provenance",
         "",
         f"- commit: `{commit}`" + (f" ({prov['commit_line']})" if prov.get("commit_line") else ""),
-        f"- date: {prov['date']}",
+        f"- date: {prov.get('started', '?')} to {prov['date']}",
         f"- machine: {prov['machine']}; Docker {prov.get('docker', '?')}, Pulumi {prov.get('pulumi', '?')}",
         f"- pytest exit status: **{prov['pytest_exitstatus']}**"
-        + (f" (`pytest {' '.join(prov['args'])}`)" if prov.get("args") else "") + (f"; {how}" if how else ""),
+        + (f" (`pytest {prov['args']}`)" if prov.get("args") else "") + (f"; {how}" if how else ""),
         f"- tests: {prov['tests'].get('passed', 0)} passed, {prov['tests'].get('failed', 0)} failed, "
         f"{prov['tests'].get('error', 0)} errors, {prov['tests'].get('skipped', 0)} skipped; "
         f"{prov['tests'].get('with_figures', '?')} of them recorded the rows below",
