@@ -95,7 +95,8 @@ def test_ci_run_writes_its_figures_and_prints_their_summary(tmp_path):
     doc = figures.document([figures.Figure("a", "1 s", "<= 30 s", True, "t::a"), figures.Figure("b", "40 s", "<= 30 s", False, "t::b"),
                             figures.Figure("c", "12", figures.NO_TARGET, None, "t::c")], 1, {"passed": 1, "failed": 1, "with_figures": 3})
     stub = tmp_path / "scripts" / "test"
-    stub.write_text(stub.read_text().replace("exit 1", f"printf '%s' '{json.dumps(doc)}' > \"$AI_MEETING_RELIABILITY_FIGURES\"\nexit 1"))
+    (tmp_path / "figures-of-the-stub.json").write_text(json.dumps(doc))
+    stub.write_text(stub.read_text().replace("exit 1", f"cp '{tmp_path / 'figures-of-the-stub.json'}' \"$AI_MEETING_RELIABILITY_FIGURES\"\nexit 1"))
     proc = run(script)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "ci: reliability figures: 1 met, 1 missed, 1 figures without a target" in proc.stdout, proc.stdout + proc.stderr
