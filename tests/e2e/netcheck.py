@@ -4,12 +4,16 @@ websocket handshake and echo, and the set of listening sockets."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import http.client
 import os
 import socket
 import ssl
 import struct
 import subprocess
+import threading
+import warnings
+from pathlib import Path
 
 
 def tls_context(minimum: ssl.TLSVersion | None = None, maximum: ssl.TLSVersion | None = None) -> ssl.SSLContext:
@@ -54,6 +58,46 @@ def tls_handshake_ok(port: int, version: ssl.TLSVersion) -> bool:
                 return True
     except (ssl.SSLError, ConnectionResetError, OSError):
         return False
+
+
+@contextlib.contextmanager
+def tls_control_server(version: ssl.TLSVersion, workdir: Path):
+    """A local TLS server that offers exactly `version` (old ones included, security level 0):
+    the positive control of a refusal check. If tls_handshake_ok cannot complete a TLS 1.1
+    handshake with this server, a "refused" from nginx would mean nothing. Yields the port."""
+    key, cert = workdir / "control-key.pem", workdir / "control-cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", "1", "-subj", "/CN=localhost"], check=True, capture_output=True)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(str(cert), str(key))
+    ctx.set_ciphers("ALL:@SECLEVEL=0")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # TLSv1/TLSv1_1: deprecated, which is the point
+        ctx.minimum_version = ctx.maximum_version = version
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(0.5)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except (TimeoutError, OSError):
+                continue
+            try:
+                conn.settimeout(5)
+                ctx.wrap_socket(conn, server_side=True).close()
+            except (ssl.SSLError, OSError):
+                conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield server.getsockname()[1]
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        server.close()
 
 
 def websocket_echo(port: int, path: str, message: str, host: str = "localhost") -> tuple[int, str]:

@@ -30,6 +30,11 @@ HTTP, HTTPS = 38080, 38443
 LOOPBACK = {"postgres": 35432, "redis": 36379, "minio": 39000, "minio_console": None, "api": None}
 API = {"replicas": 2, "migrate_command": ["ai-meeting-api", "migrate"], "start_timeout": 60}
 ROWS, KEYS, OBJECTS = 1000, 1000, 50
+# Published targets (docs/reliability.md): each is asserted by its test. The waits run longer so a
+# miss is still measured and shown.
+HEALTHY_AFTER_CRASH_S = 30
+HEALTHY_AFTER_DOCKERD_RESTART_S = 60
+REDIS_LOSS_WINDOW_S = 1.0  # appendfsync everysec: at most about one second of acknowledged writes
 
 
 def docker(*args: str, check: bool = True, **kw) -> subprocess.CompletedProcess:
@@ -52,7 +57,8 @@ def inspect(name: str) -> dict:
 
 
 def wait_healthy(name: str, restarts_before: int, limit: float = 120) -> float:
-    """Seconds from now until the container restarted and is healthy again."""
+    """Seconds from now until the container restarted and is healthy again (the wait is longer
+    than the target, so a miss is measured; the caller asserts the target)."""
     started = time.monotonic()
     while time.monotonic() - started < limit:
         c = inspect(name)
@@ -111,12 +117,17 @@ def stack(tmp_path_factory):
 
 
 @pytest.mark.parametrize("service", ["postgres", "redis", "minio", "web", "nginx"])
+@pytest.mark.figures(("crash (kill -9) of {service}: healthy again", f"<= {HEALTHY_AFTER_CRASH_S} s"))
 def test_a_crashed_container_is_healthy_again_by_itself(stack, service, record):
     name = containers(service)[0]["Name"].lstrip("/")
     seconds = wait_healthy(name, crash(name))
-    record(f"crash (kill -9) of {service}: healthy again", f"{seconds:.1f} s", "<= 30 s", seconds <= 30)
+    record(f"crash (kill -9) of {service}: healthy again", f"{seconds:.1f} s", f"<= {HEALTHY_AFTER_CRASH_S} s",
+           seconds <= HEALTHY_AFTER_CRASH_S)
+    assert seconds <= HEALTHY_AFTER_CRASH_S, f"{service} healthy again after {seconds:.1f} s"
 
 
+@pytest.mark.figures(("crash of 1 of 2 API replicas: failed requests through nginx", "0"),
+                     ("crash of an API replica: healthy again", f"<= {HEALTHY_AFTER_CRASH_S} s"))
 def test_an_api_replica_crash_drops_no_request(stack, record):
     name = containers("api")[0]["Name"].lstrip("/")
     with LoadLoop(HTTPS, "/api/health") as load:
@@ -124,8 +135,10 @@ def test_an_api_replica_crash_drops_no_request(stack, record):
         seconds = wait_healthy(name, restarts)
     record("crash of 1 of 2 API replicas: failed requests through nginx", f"{len(load.result.failed)} of {load.result.total}",
            "0", not load.result.failed)
-    record("crash of an API replica: healthy again", f"{seconds:.1f} s", "<= 30 s", seconds <= 30)
+    record("crash of an API replica: healthy again", f"{seconds:.1f} s", f"<= {HEALTHY_AFTER_CRASH_S} s",
+           seconds <= HEALTHY_AFTER_CRASH_S)
     assert not load.result.failed, load.result.summary()
+    assert seconds <= HEALTHY_AFTER_CRASH_S, f"API replica healthy again after {seconds:.1f} s"
 
 
 # ---- data -------------------------------------------------------------------------------------
@@ -154,10 +167,12 @@ def data(stack):
     return before
 
 
+@pytest.mark.figures((f"kill -9 of postgres, redis, minio: {ROWS} rows, {KEYS} keys, {OBJECTS} objects by checksum", "0 lost"))
 def test_data_survives_a_crash_of_every_datastore(stack, data, record):
     for service in ("postgres", "redis", "minio"):
         name = f"{PREFIX}-{service}"
-        wait_healthy(name, crash(name))
+        seconds = wait_healthy(name, crash(name))
+        assert seconds <= HEALTHY_AFTER_CRASH_S, f"{service} healthy again after {seconds:.1f} s"
     after = fingerprint(stack)
     lost = [s for s in data if after[s] != data[s]]
     record(f"kill -9 of postgres, redis, minio: {ROWS} rows, {KEYS} keys, {OBJECTS} objects by checksum",
@@ -165,6 +180,10 @@ def test_data_survives_a_crash_of_every_datastore(stack, data, record):
     assert not lost, (data, after)
 
 
+@pytest.mark.figures(("dockerd restart: every container of the stack healthy again without an `up`",
+                      f"<= {HEALTHY_AFTER_DOCKERD_RESTART_S} s"),
+                     ("dockerd restart: data by checksum", "0 lost"),
+                     ("dockerd restart: `pulumi preview --expect-no-changes`", "no changes"))
 def test_service_and_data_survive_a_dockerd_restart(stack, data, record):
     """The engine restarts under the stack (an upgrade of docker.io, a crash): every container
     comes back by its restart policy, with its data, and the stack still matches its state."""
@@ -179,9 +198,11 @@ def test_service_and_data_survive_a_dockerd_restart(stack, data, record):
         time.sleep(1)
     seconds = time.monotonic() - started
     healthy = bool(states) and all(s == "healthy" for s in states.values())
-    record(f"dockerd restart: all {len(states)} containers healthy again without an `up`",
-           f"{seconds:.1f} s" if healthy else f"not after {seconds:.0f} s: {states}", "<= 60 s", healthy and seconds <= 60)
+    record("dockerd restart: every container of the stack healthy again without an `up`",
+           f"{seconds:.1f} s ({len(states)} containers)" if healthy else f"not after {seconds:.0f} s: {states}", f"<= {HEALTHY_AFTER_DOCKERD_RESTART_S} s",
+           healthy and seconds <= HEALTHY_AFTER_DOCKERD_RESTART_S)
     assert healthy, states
+    assert seconds <= HEALTHY_AFTER_DOCKERD_RESTART_S, f"all containers healthy again after {seconds:.1f} s"
     status, _, _ = netcheck.https_get(HTTPS, "/api/health")
     assert status == 200
     after = fingerprint(stack)
@@ -199,6 +220,7 @@ def identity(service: str) -> tuple[str, str]:
     return c["Id"], c["State"]["StartedAt"]
 
 
+@pytest.mark.figures(("memory limit changed by `up`: datastores restarted", "none"))
 def test_a_changed_memory_limit_is_applied_in_place(stack, record):
     """Memory limits are updated on the running container (docker update): no restart."""
     before = {s: identity(s) for s in ("postgres", "redis", "minio")}
@@ -211,6 +233,7 @@ def test_a_changed_memory_limit_is_applied_in_place(stack, record):
     assert not restarted and set(limits.values()) == {1280 * 1024 * 1024}, (restarted, limits)
 
 
+@pytest.mark.figures(("replacement of postgres, redis, minio by `up` (changed cpus): data by checksum", "0 lost"))
 def test_data_survives_replacement_of_the_datastores_by_up(stack, data, record):
     """A changed CPU limit replaces the container (the provider cannot update it in place):
     the data volumes carry everything over."""
@@ -228,8 +251,25 @@ def test_data_survives_replacement_of_the_datastores_by_up(stack, data, record):
     assert res.code == 0, res.stdout[-3000:]
 
 
+REDIS_PERSISTENCE = ("Redis persistence in effect on the running server (`CONFIG GET`); everysec: an fsync each second, "
+                     "so a host crash or power loss may lose about the last second of acknowledged writes")
+REDIS_KILL = ("Redis acknowledged writes lost by kill -9 of redis-server (a process crash: the AOF stays in the page "
+              "cache, so this shows writes reach the AOF before the reply, whatever the fsync policy; a host crash "
+              "is not simulated here)")
+
+
+@pytest.mark.figures((REDIS_PERSISTENCE, "appendonly yes, appendfsync everysec"),
+                     (REDIS_KILL, f"<= {REDIS_LOSS_WINDOW_S:g} s of writes"))
 def test_redis_loses_at_most_the_last_second_on_a_crash(stack, record):
-    """With appendfsync everysec a crash may lose the writes of the last second; measure it."""
+    """The fsync policy the program sets is the one the running server uses (read back with
+    CONFIG GET: a kill -9 cannot tell everysec from no, since the kernel keeps the page cache);
+    then a process crash under writes, measuring the acknowledged writes lost."""
+    in_effect = {k: stack.redis("CONFIG", "GET", k).splitlines()[-1:] for k in ("appendonly", "appendfsync")}
+    in_effect = {k: v[0] if v else "?" for k, v in in_effect.items()}
+    shown = f"appendonly {in_effect['appendonly']}, appendfsync {in_effect['appendfsync']}"
+    record(REDIS_PERSISTENCE, shown, "appendonly yes, appendfsync everysec",
+           in_effect == {"appendonly": "yes", "appendfsync": "everysec"})
+    assert in_effect == {"appendonly": "yes", "appendfsync": "everysec"}, in_effect
     acked: list[tuple[int, float]] = []
     stop = threading.Event()
     password = stack.secrets()["REDIS_PASSWORD"]
@@ -264,14 +304,16 @@ def test_redis_loses_at_most_the_last_second_on_a_crash(stack, record):
     survivors = {int(k.split(":")[1]) for k in stack.redis("--scan", "--pattern", "loss:*").split()}
     lost = [(i, at) for i, at in acked if i not in survivors]
     window = (crashed_at - min(at for _, at in lost)) if lost else 0.0
-    record("Redis writes lost by a crash (appendfsync everysec)", f"{len(lost)} of {len(acked)} acknowledged, last {window:.2f} s",
-           "<= 1 s of writes", window <= 1.5)
-    assert window <= 2.0, f"lost {len(lost)} acknowledged writes spanning {window:.2f} s"
+    record(REDIS_KILL, f"{len(lost)} of {len(acked)} acknowledged, last {window:.2f} s before the kill",
+           f"<= {REDIS_LOSS_WINDOW_S:g} s of writes", window <= REDIS_LOSS_WINDOW_S)
+    assert acked, "no write was acknowledged before the crash"
+    assert window <= REDIS_LOSS_WINDOW_S, f"lost {len(lost)} acknowledged writes spanning {window:.2f} s"
 
 
 # ---- secrets and exposure ---------------------------------------------------------------------
 
 
+@pytest.mark.figures(("generated secrets in plain text: state, up output, host process list, loose files", "none"))
 def test_no_secret_in_plain_text_in_state_output_processes_or_loose_files(stack, record):
     secrets = {k: v for k, v in stack.secrets().items() if v}
     exported = stack.project.run("stack", "export", "--stack", "dev").stdout
@@ -286,6 +328,7 @@ def test_no_secret_in_plain_text_in_state_output_processes_or_loose_files(stack,
     assert not any(found.values()), found
 
 
+@pytest.mark.figures(("from another network: reachable ports", f"only {HTTP} and {HTTPS} (nginx)"))
 def test_from_another_network_only_nginx_answers(stack, record):
     """A throwaway container on its own Docker network tries the host's published ports and
     the stack's containers directly: only nginx's 80/443 (here 38080/38443) answer."""

@@ -24,6 +24,7 @@ from tests.reliability.stack_rb import docker, inspect
 pytestmark = [pytest.mark.reliability, pytest.mark.e2e, pytest.mark.timeout(900)]
 
 CUT = 30  # seconds off the network
+HEALTHY_AFTER_RECONNECT_S = 30  # published target, asserted; the wait below runs longer so a miss is measured
 NETWORK = f"{stack_rb.PREFIX}-network"
 _TLS = ssl.create_default_context()
 _TLS.check_hostname, _TLS.verify_mode = False, ssl.CERT_NONE
@@ -51,6 +52,10 @@ def aliases(container: str) -> list[str]:
     return [a for a in c["NetworkSettings"]["Networks"][NETWORK]["Aliases"] or [] if not c["Id"].startswith(a)]
 
 
+@pytest.mark.figures(*[(f"{label} off the network {CUT} s: {s} healthy again after reconnect (no `up`)",
+                        f"<= {HEALTHY_AFTER_RECONNECT_S} s")
+                       for label, ss in (("postgres", ["postgres"]), ("redis + minio", ["redis", "minio"])) for s in ss],
+                     ("after the partitions: `pulumi preview --expect-no-changes`", "exit 0"))
 def test_datastores_cut_off_for_30_s_recover_without_an_up(rb_stack, record):
     status, checks = deps()
     assert status == 200 and set(checks.values()) == {"ok"}, (status, checks)
@@ -89,8 +94,8 @@ def test_datastores_cut_off_for_30_s_recover_without_an_up(rb_stack, record):
             record(f"{label} off the network {CUT} s: API deps check for {s} went bad",
                    f"after {seen_bad[s]:.1f} s" if s in seen_bad else "never", f"within {CUT} s", s in seen_bad)
             record(f"{label} off the network {CUT} s: {s} healthy again after reconnect (no `up`)",
-                   f"{healthy_after[s]:.1f} s" if s in healthy_after else "not within 180 s", "<= 30 s",
-                   healthy_after.get(s, 999) <= 30)
+                   f"{healthy_after[s]:.1f} s" if s in healthy_after else "not within 180 s", f"<= {HEALTHY_AFTER_RECONNECT_S} s",
+                   healthy_after.get(s, 999) <= HEALTHY_AFTER_RECONNECT_S)
         record(f"{label} off the network: /api/health/deps statuses during the cut", ", ".join(map(str, sorted(statuses))),
                "503 (degraded)", 503 in statuses)
         for loop, path in ((web, "/"), (api, "/api/health")):
@@ -98,6 +103,8 @@ def test_datastores_cut_off_for_30_s_recover_without_an_up(rb_stack, record):
                    "0", not loop.result.failed)
         assert set(seen_bad) == set(services) and 503 in statuses, (seen_bad, statuses)
         assert len(healthy_after) == len(services) and status == 200, (healthy_after, status, checks)
+        late = {s: round(t, 1) for s, t in healthy_after.items() if t > HEALTHY_AFTER_RECONNECT_S}
+        assert not late, f"healthy again later than {HEALTHY_AFTER_RECONNECT_S} s after the reconnect: {late}"
         assert not web.result.failed, web.result.summary()
         assert not api.result.failed, api.result.summary()
         for s, name in names.items():

@@ -34,7 +34,8 @@ def ci_copy(tmp_path: Path, setup_rc: int, test_rc: int, write_times: bool) -> P
 
 
 def run(script: Path) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "CI"}
+    env = {k: v for k, v in os.environ.items() if k not in ("CI", "AI_MEETING_RELIABILITY_FIGURES", "AI_MEETING_TIER_TIMES")}
+    env["TMPDIR"] = str(script.parent.parent)
     return subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=60, env=env)
 
 
@@ -81,3 +82,22 @@ def test_summary_sums_by_tier_and_keeps_the_exit_status():
     assert data["tests_seconds"] == 101.0 and data["other_seconds"] == 9.0 and data["exitstatus"] == 1
     lines = format_lines(data)
     assert lines[0].startswith("e2e") and "1 failed" in lines[0] and lines[-1].startswith("total")
+
+
+def test_ci_run_writes_its_figures_and_prints_their_summary(tmp_path):
+    from tests import figures
+
+    script = ci_copy(tmp_path, 0, 1, write_times=True)
+    (tmp_path / "tests").mkdir()
+    shutil.copy(REPO / "tests" / "figures.py", tmp_path / "tests" / "figures.py")
+    (tmp_path / "tests" / "__init__.py").write_text("")
+    (tmp_path / ".venv").symlink_to(REPO / ".venv")
+    doc = figures.document([figures.Figure("a", "1 s", "<= 30 s", True, "t::a"), figures.Figure("b", "40 s", "<= 30 s", False, "t::b"),
+                            figures.Figure("c", "12", figures.NO_TARGET, None, "t::c")], 1, {"passed": 1, "failed": 1, "with_figures": 3})
+    stub = tmp_path / "scripts" / "test"
+    (tmp_path / "figures-of-the-stub.json").write_text(json.dumps(doc))
+    stub.write_text(stub.read_text().replace("exit 1", f"cp '{tmp_path / 'figures-of-the-stub.json'}' \"$AI_MEETING_RELIABILITY_FIGURES\"\nexit 1"))
+    proc = run(script)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "ci: reliability figures: 1 met, 1 missed, 1 figures without a target" in proc.stdout, proc.stdout + proc.stderr
+    assert (tmp_path / "ai-meeting-reliability-figures.json").exists()
