@@ -435,6 +435,12 @@ class BackupConfig(Strict):
 _PROM_DURATION = re.compile(r"^([0-9]+(ms|s|m|h|d|w|y))+$")  # Prometheus durations: 15s, 1h30m
 
 
+def _prom_duration(v: str, examples: str) -> str:
+    if not _PROM_DURATION.match(v) or not re.search(r"[1-9]", v):
+        raise ValueError(f"'{v}' is not a Prometheus duration like {examples}")
+    return v
+
+
 class AlertConfig(Strict):
     """Thresholds and `for:` durations of the alert rules (render/monitoring.py). Production
     defaults; a test may shorten the durations."""
@@ -518,12 +524,8 @@ class AlertmanagerConfig(Strict):
     repeat_interval: str = "4h"
     send_resolved: bool = True
 
-    @field_validator("group_wait", "group_interval", "repeat_interval")
-    @classmethod
-    def _duration(cls, v: str) -> str:
-        if not _PROM_DURATION.match(v) or not re.search(r"[1-9]", v):
-            raise ValueError(f"'{v}' is not a duration like 30s, 5m or 4h")
-        return v
+    _duration = field_validator("group_wait", "group_interval", "repeat_interval")(
+        lambda v: _prom_duration(v, "30s, 5m or 4h"))
 
     @model_validator(mode="after")
     def _receiver(self) -> "AlertmanagerConfig":
@@ -545,12 +547,8 @@ class MonitoringConfig(Strict):
     alerts: AlertConfig = AlertConfig()
     alertmanager: AlertmanagerConfig = AlertmanagerConfig()
 
-    @field_validator("scrape_interval", "evaluation_interval", "retention")
-    @classmethod
-    def _duration(cls, v: str) -> str:
-        if not _PROM_DURATION.match(v) or not re.search(r"[1-9]", v):
-            raise ValueError(f"'{v}' is not a Prometheus duration like 15s, 1m or 15d")
-        return v
+    _duration = field_validator("scrape_interval", "evaluation_interval", "retention")(
+        lambda v: _prom_duration(v, "15s, 1m or 15d"))
 
 
 class DockerDaemonConfig(Strict):

@@ -5,4 +5,4 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from render_testlib import cluster, nginx_user, public_tmp, tls_cert  # noqa: E402,F401
+from render_testlib import cluster, images, nginx_user, public_tmp, tls_cert  # noqa: E402,F401

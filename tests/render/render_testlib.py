@@ -190,3 +190,22 @@ def cluster():
     finally:
         stop_process(proc, sig=signal.SIGINT, timeout=30)  # fast shutdown
         shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def images():
+    """The monitoring images (Prometheus with promtool, the exporters, Alertmanager with amtool)."""
+    from tests.support import REPO, require_engine
+
+    require_engine()
+    build = subprocess.run([str(REPO / "scripts" / "build-local-images"), "prometheus"], capture_output=True, text=True)
+    assert build.returncode == 0, build.stderr[-2000:]
+
+
+def run_in(image: str, entrypoint: str, workdir: Path, mount: str, *args: str) -> subprocess.CompletedProcess:
+    """Run a tool of an image on the files of `workdir` (mounted read-only at `mount`)."""
+    workdir.chmod(0o755)
+    for f in workdir.iterdir():
+        f.chmod(0o644)  # the images run as nobody
+    return subprocess.run(["docker", "run", "--rm", "--network", "none", "-v", f"{workdir}:{mount}:ro", "-w", mount,
+                           "--entrypoint", entrypoint, image, *args], capture_output=True, text=True, timeout=300)

@@ -19,7 +19,7 @@ from render.monitoring import (
     render_alertmanager_config,
     render_prometheus_config,
 )
-from tests.e2e.engine import REPO, require_engine
+from render_testlib import run_in
 
 ALERTMANAGER_IMAGE = "ai-meeting-local/alertmanager:0.25"
 PROMETHEUS_IMAGE = "ai-meeting-local/prometheus:2.42"
@@ -29,19 +29,8 @@ BOTH = AlertmanagerSettings(webhook_urls=("http://receiver:8080/alerts", "https:
                             email=EMAIL)
 
 
-@pytest.fixture(scope="module")
-def images():
-    require_engine()
-    build = subprocess.run([str(REPO / "scripts" / "build-local-images"), "prometheus"], capture_output=True, text=True)
-    assert build.returncode == 0, build.stderr[-2000:]
 
 
-def run_in(image: str, entrypoint: str, workdir: Path, mount: str, *args: str) -> subprocess.CompletedProcess:
-    workdir.chmod(0o755)
-    for f in workdir.iterdir():
-        f.chmod(0o644)  # the images run as nobody
-    return subprocess.run(["docker", "run", "--rm", "--network", "none", "-v", f"{workdir}:{mount}:ro", "-w", mount,
-                           "--entrypoint", entrypoint, image, *args], capture_output=True, text=True, timeout=300)
 
 
 # ---- the real amtool / promtool ------------------------------------------------------------------

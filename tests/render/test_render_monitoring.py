@@ -29,7 +29,7 @@ from render.monitoring import (
     render_grafana_datasource,
     render_prometheus_config,
 )
-from tests.support import REPO, require_engine
+from render_testlib import run_in
 
 HERE = Path(__file__).resolve().parent
 PROMETHEUS_IMAGE = "ai-meeting-local/prometheus:2.42"
@@ -42,22 +42,8 @@ SETTINGS = PrometheusSettings(
 )
 
 
-@pytest.fixture(scope="module")
-def images():
-    require_engine()
-    build = subprocess.run([str(REPO / "scripts" / "build-local-images"), "prometheus"], capture_output=True, text=True)
-    assert build.returncode == 0, build.stderr[-2000:]
 
 
-def run_in(image: str, entrypoint: str, workdir: Path, mount: str, *args: str) -> subprocess.CompletedProcess:
-    workdir.chmod(0o755)
-    for f in workdir.iterdir():
-        f.chmod(0o644)  # the images run as nobody
-    return subprocess.run(
-        ["docker", "run", "--rm", "--network", "none", "-v", f"{workdir}:{mount}:ro", "-w", mount,
-         "--entrypoint", entrypoint, image, *args],
-        capture_output=True, text=True, timeout=300,
-    )
 
 
 # ---- real tools -------------------------------------------------------------------------------
