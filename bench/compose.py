@@ -167,9 +167,10 @@ class Rendered:
 
 
 def render_compose(cfg: StackConfig | None = None) -> Rendered:
+    from components import assembly
     from components.assembly import nginx_site
     from components.proxy import UPSTREAMS_DIR
-    from render.nginx import render_nginx_upstreams
+    from render.nginx import maintenance_files, render_nginx_upstreams
 
     cfg = cfg or stack_config(COMPOSE)
     declared = declare(cfg)
@@ -244,6 +245,9 @@ def render_compose(cfg: StackConfig | None = None) -> Rendered:
                 files["nginx/upstreams/upstreams.conf"] = render_nginx_upstreams(
                     nginx_site(cfg, [f"api:{cfg.api.port}"], f"web:{cfg.web.port}", None)
                 )
+                # nginx.conf includes the maintenance switch from the same directory (off here).
+                for name, text in maintenance_files(assembly.maintenance(cfg)).items():
+                    files[f"nginx/upstreams/{name}"] = text
                 mounts.append(f"./files/nginx/upstreams:{UPSTREAMS_DIR}:ro")
             elif v.get("hostPath"):
                 mounts.append(f"{v['hostPath']}:{v['containerPath']}" + (":ro" if v.get("readOnly") else ""))
