@@ -7,6 +7,8 @@ the same on one server and on a swarm by construction.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pulumi
 
 from config.model import SshTarget, StackConfig, SwarmNode
@@ -28,13 +30,71 @@ from render.monitoring import (
 from render.nginx import Maintenance, NginxSite
 
 from . import catalogue
-from .api import ApiSecrets, api_environment, replica_alias
+from .api import replica_alias
 from .bootstrap import BootstrapArgs
 from .catalogue import CERT_DIR_IN_NGINX
 from .definition import LABEL_NAME
 from .monitoring import TEXTFILE_SUBDIR
 from .secrets import Secrets
 from .tls import TlsArgs
+
+
+@dataclass(frozen=True)
+class ApiSecrets:
+    db_password: str
+    redis_password: str
+    minio_password: str
+    turn_password: str
+    jwt_secret: str
+    smtp_password: str
+
+
+def api_environment(cfg: StackConfig, s: ApiSecrets) -> dict[str, str]:
+    """The plan's `.env` (§4.3), key for key, with generated secrets and in-network hosts."""
+    db, app = cfg.database, cfg.app
+    return {
+        # Application
+        "NODE_ENV": app.node_env,
+        "APP_PORT": str(cfg.api.port),
+        "TZ": cfg.timezone,
+        # Database
+        "DATABASE_URL": f"postgresql://{db.user}:{s.db_password}@postgres:5432/{db.name}",
+        "DB_HOST": "postgres",
+        "DB_PORT": "5432",
+        "DB_NAME": db.name,
+        "DB_USER": db.user,
+        "DB_PASSWORD": s.db_password,
+        # Redis
+        "REDIS_URL": f"redis://:{s.redis_password}@redis:6379",
+        "REDIS_HOST": "redis",
+        "REDIS_PORT": "6379",
+        "REDIS_PASSWORD": s.redis_password,
+        # JWT
+        "JWT_SECRET": s.jwt_secret,
+        "JWT_EXPIRES_IN": app.jwt_expires_in,
+        "REFRESH_TOKEN_EXPIRES_IN": app.refresh_token_expires_in,
+        # MinIO
+        "MINIO_ROOT_USER": cfg.minio.root_user,
+        "MINIO_ROOT_PASSWORD": s.minio_password,
+        "MINIO_ENDPOINT": "minio:9000",
+        "MINIO_BUCKET": cfg.minio.bucket,
+        # SMTP
+        "SMTP_HOST": cfg.smtp.host,
+        "SMTP_PORT": str(cfg.smtp.port),
+        "SMTP_USER": cfg.smtp.user,
+        "SMTP_PASSWORD": s.smtp_password,
+        # WebRTC
+        "STUN_SERVERS": ",".join(cfg.webrtc.stun_servers),
+        "TURN_SERVER": cfg.webrtc.turn_server,
+        "TURN_USERNAME": cfg.webrtc.turn_username,
+        "TURN_PASSWORD": s.turn_password,
+        # Monitoring
+        "ENABLE_METRICS": str(app.enable_metrics).lower(),
+        "METRICS_PORT": str(app.metrics_port),
+        # Logging
+        "LOG_LEVEL": app.log_level,
+        "LOG_FORMAT": app.log_format,
+    }
 
 
 def is_server(cfg: StackConfig) -> bool:

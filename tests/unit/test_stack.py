@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from components.api import ApiSecrets, api_environment
+from components.assembly import ApiSecrets, api_environment
 from tests.unit.harness import FAKE_PEM, config, deploy
 
 SEED_ENV_KEYS = [
