@@ -1,4 +1,4 @@
-"""The API on one server (R5, R10, R14, R15, R20): migrations, then N replicas.
+"""The API on one server (R5, R10, R14, R15, R20): N replicas, migrations in the first.
 
 Replicas are auto-named and publish no host port, so a new image or setting starts new
 containers (healthy first, `wait=True`) while the old ones still serve. nginx's upstream
@@ -8,6 +8,8 @@ Each replica also answers on the network aliases `api` and `api-<i>`.
 """
 
 from __future__ import annotations
+
+import shlex
 
 import pulumi
 import pulumi_docker as docker
@@ -39,25 +41,24 @@ class Api(pulumi.ComponentResource):
     ):
         super().__init__("ai-meeting:api:Api", name, None, opts)
         api = args.api
+        self.replicas = on_server.containers(
+            catalogue.api(args), site, parent=self,
+            depends_on=depends_on,  # starts only after db/redis/minio are healthy (R10)
+        )
         self.migrations = None
         if api.run_migrations:
-            # Before the new release's replicas start, in a throwaway container (catalogue).
+            # Inside the first replica once it is healthy: it has the whole environment, so no
+            # secret is an input of this step (a secret input computed from passwords that a
+            # saved plan does not know yet makes `apply-plan` refuse: the prod tier's plan test).
+            first = self.replicas[0]
             self.migrations = shell.run(
                 "api-migrations",
-                pulumi.Output.all(site.network_name, args.image).apply(
-                    lambda v: catalogue.migrate_script(shell.docker_cli, v[0], v[1], api.migrate_command)
-                ),
-                stdin=pulumi.Output.secret(args.environment).apply(catalogue.env_file),
+                first.name.apply(lambda n: f"set -euo pipefail\n{shell.docker_cli} exec {n} {shlex.join(api.migrate_command)}"),
                 parent=self,
                 # Re-run when the image (new release) or the command changes.
                 triggers=[args.image, " ".join(api.migrate_command)],
-                depends_on=depends_on,
+                depends_on=[first],
             )
-        self.replicas = on_server.containers(
-            catalogue.api(args), site, parent=self,
-            # Starts only after db/redis/minio are healthy (R10) and the schema is migrated.
-            depends_on=[*depends_on, *([self.migrations] if self.migrations else [])],
-        )
         self.upstreams = [f"{replica_alias(i)}:{api.port}" for i in range(1, api.replicas + 1)]
         self.port = api.port
         self.register_outputs({"replicas": [c.name for c in self.replicas], "upstreams": self.upstreams})

@@ -82,7 +82,7 @@ class AiMeetingStack(pulumi.ComponentResource):
             web=self.web.containers,
             web_port=self.web.port,
             shell=shell,
-            depends_on=[],
+            depends_on=[self.api.migrations] if self.api.migrations else [],
             opts=child,
         )
         self.backups = (
