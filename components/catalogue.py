@@ -193,9 +193,11 @@ def api(a: ApiArgs) -> ServiceDefinition:
 
 
 def migrate_script(docker_cli: str, network: str, image: str, migrate_command: Sequence[str]) -> str:
-    """§7.2: the migrations in a throwaway container of the API image on the stack's network,
-    before any replica of the new release starts. Its environment (with the database password)
-    comes over stdin into a 0600 file, never argv."""
+    """§7.2 on a swarm: the migrations in a throwaway container of the API image on the overlay
+    network, before any task of the new release starts (a replica may run on any node, so they
+    cannot be exec'd into from one place). Its environment (with the database password) comes
+    over stdin into a 0600 file, never argv. One server runs the same command inside its first
+    new replica instead (components/api.py): no secret input, so saved plans apply."""
     return (
         "set -euo pipefail\numask 077\nf=$(mktemp)\ntrap 'rm -f \"$f\"' EXIT\ncat > \"$f\"\n"
         f"{docker_cli} run --rm --network {shlex.quote(network)} --env-file \"$f\" {shlex.quote(image)} {shlex.join(migrate_command)}"
