@@ -32,6 +32,7 @@ from render.nginx import Maintenance, NginxSite
 from . import catalogue
 from .api import replica_alias
 from .bootstrap import BootstrapArgs
+from .images import MONITORING, SERVICES
 from .catalogue import CERT_DIR_IN_NGINX
 from .definition import LABEL_NAME
 from .monitoring import TEXTFILE_SUBDIR
@@ -158,11 +159,12 @@ def tls_args(cfg: StackConfig) -> TlsArgs:
                    certbot=certbot_settings(cfg) if cfg.tls.mode == "letsencrypt" else None)
 
 
-def image_refs(cfg: StackConfig, services: tuple[str, ...] = ("postgres", "redis", "minio", "nginx", "api", "web")) -> dict[str, str]:
-    wanted = list(services)
+def image_refs(cfg: StackConfig) -> dict[str, str]:
+    """service -> pinned image reference, for what this config runs."""
+    wanted = list(SERVICES)
     mon = cfg.monitoring
     if mon.enabled:
-        wanted += ["prometheus", "node_exporter", "blackbox_exporter"] + (["grafana"] if mon.grafana else [])
+        wanted += list(MONITORING) + (["grafana"] if mon.grafana else [])
         wanted += ["alertmanager"] if mon.alertmanager.enabled else []
     return {s: getattr(cfg.images, s) for s in wanted}
 

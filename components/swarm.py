@@ -94,7 +94,6 @@ def _sudo_script(script: str) -> str:
 class SwarmCluster(pulumi.ComponentResource):
     nodes: list[SwarmNodeState]
     provider: docker.Provider
-    manager_connection: command.remote.ConnectionArgs
 
     def __init__(self, name: str, args: SwarmClusterArgs, stack: str, opts: pulumi.ResourceOptions | None = None):
         super().__init__("ai-meeting:swarm:Cluster", name, None, opts)
@@ -168,8 +167,6 @@ class SwarmCluster(pulumi.ComponentResource):
             if args.upload:
                 ready.append(self._upload(key, node, target, args.images, stack, boot.steps[-1:]))
             self.nodes.append(SwarmNodeState(node, conn, boot, node_id, ready))
-        assert manager_conn is not None
-        self.manager_connection = manager_conn
         # Resolves once every node is in the swarm, labelled and has its images: only then does
         # anything talk to the swarm's API (placement constraints need the labels).
         everything = [r for n in self.nodes for r in n.ready]
