@@ -227,6 +227,18 @@ def render_compose(cfg: StackConfig | None = None) -> Rendered:
         svc["stop_grace_period"] = f"{int(inp.get('destroyGraceSeconds', 10))}s"
         svc["logging"] = {"driver": inp["logDriver"], "options": dict(inp.get("logOpts", {}))}
         svc["labels"] = labels
+        # Least privilege, as the program declares it (README: Hardening); the pids limit,
+        # which the program sets after creation, is compose's own key.
+        svc["security_opt"] = list(inp["securityOpts"])
+        svc["cap_drop"] = list(inp["capabilities"]["drops"])
+        if inp["capabilities"].get("adds"):
+            svc["cap_add"] = list(inp["capabilities"]["adds"])
+        svc["read_only"] = bool(inp.get("readOnly"))
+        if inp.get("tmpfs"):
+            svc["tmpfs"] = [f"{path}:{options}" for path, options in sorted(inp["tmpfs"].items())]
+        if inp.get("sysctls"):
+            svc["sysctls"] = dict(inp["sysctls"])
+        svc["pids_limit"] = getattr(cfg.hardening, service).pids_limit
         (net,) = inp["networksAdvanced"]
         aliases = [a for a in net["aliases"] if not (service == "api" and a.startswith("api-"))]
         svc["networks"] = {"stack": {"aliases": aliases}}
@@ -251,6 +263,8 @@ def render_compose(cfg: StackConfig | None = None) -> Rendered:
                 mounts.append(f"./files/nginx/upstreams:{UPSTREAMS_DIR}:ro")
             elif v.get("hostPath"):
                 mounts.append(f"{v['hostPath']}:{v['containerPath']}" + (":ro" if v.get("readOnly") else ""))
+            elif not v.get("volumeName"):
+                mounts.append(v["containerPath"])  # anonymous: goes with the container
             else:
                 raise ValueError(f"{c.name}: a volume the compose file cannot express: {v}")
         for u in inp.get("uploads", []):

@@ -179,18 +179,20 @@ def loopback(cfg: StackConfig, key: str) -> int | None:
 
 def postgres_args(cfg: StackConfig, image: pulumi.Input[str], secrets: Secrets) -> catalogue.PostgresArgs:
     return catalogue.PostgresArgs(image=image, limits=cfg.resources.postgres, database=cfg.database, timezone=cfg.timezone,
-                                  password=secrets.db_password, loopback_port=loopback(cfg, "postgres"))
+                                  password=secrets.db_password, loopback_port=loopback(cfg, "postgres"),
+                                  hardening=cfg.hardening.postgres)
 
 
 def redis_args(cfg: StackConfig, image: pulumi.Input[str], secrets: Secrets) -> catalogue.RedisArgs:
     return catalogue.RedisArgs(image=image, limits=cfg.resources.redis, redis=cfg.redis, timezone=cfg.timezone,
-                               password=secrets.redis_password, loopback_port=loopback(cfg, "redis"))
+                               password=secrets.redis_password, loopback_port=loopback(cfg, "redis"),
+                               hardening=cfg.hardening.redis)
 
 
 def minio_args(cfg: StackConfig, image: pulumi.Input[str], secrets: Secrets) -> catalogue.MinioArgs:
     return catalogue.MinioArgs(image=image, limits=cfg.resources.minio, minio=cfg.minio, timezone=cfg.timezone,
                                password=secrets.minio_password, loopback_port=loopback(cfg, "minio"),
-                               loopback_console_port=loopback(cfg, "minio_console"))
+                               loopback_console_port=loopback(cfg, "minio_console"), hardening=cfg.hardening.minio)
 
 
 def api_args(cfg: StackConfig, image: pulumi.Input[str], secrets: Secrets) -> catalogue.ApiArgs:
@@ -199,11 +201,13 @@ def api_args(cfg: StackConfig, image: pulumi.Input[str], secrets: Secrets) -> ca
         lambda v: api_environment(cfg, ApiSecrets(*v, smtp_password=cfg.smtp.password.get_secret_value()))
     )
     return catalogue.ApiArgs(image=image, limits=cfg.resources.api, api=cfg.api, environment=pulumi.Output.secret(env),
-                             log_dir=f"{cfg.install_dir}/logs/app" if is_server(cfg) else None)
+                             log_dir=f"{cfg.install_dir}/logs/app" if is_server(cfg) else None,
+                             hardening=cfg.hardening.api)
 
 
 def web_args(cfg: StackConfig, image: pulumi.Input[str], replicas: int = 1) -> catalogue.WebArgs:
-    return catalogue.WebArgs(image=image, limits=cfg.resources.web, port=cfg.web.port, timezone=cfg.timezone, replicas=replicas)
+    return catalogue.WebArgs(image=image, limits=cfg.resources.web, port=cfg.web.port, timezone=cfg.timezone, replicas=replicas,
+                             hardening=cfg.hardening.web)
 
 
 def nginx_site(cfg: StackConfig, api_upstreams: list[str], web_upstream: str, acme_webroot: str | None) -> NginxSite:
@@ -323,4 +327,5 @@ def monitoring_args(cfg: StackConfig, ids: dict[str, pulumi.Output[str]] | dict[
         alertmanager_yml=(pulumi.Output.secret(render_alertmanager_config(alertmanager_settings(cfg)))
                           if mon.alertmanager.enabled else None),
         alertmanager_port=None if cfg.target.kind == "swarm" else mon.alertmanager.port,
+        hardening=cfg.hardening.monitoring,
     )

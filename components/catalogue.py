@@ -15,11 +15,23 @@ from typing import Mapping, Sequence
 
 import pulumi
 
-from config.model import ApiConfig, DatabaseConfig, Limits, MinioConfig, RedisConfig
+from config.model import (
+    ApiConfig,
+    DatabaseConfig,
+    Limits,
+    MinioConfig,
+    MinioHardening,
+    NginxHardening,
+    PostgresHardening,
+    RedisConfig,
+    RedisHardening,
+    ServiceHardening,
+    WebHardening,
+)
 from render.postgres import render_init_sql, render_postgres_args
 from render.redis import RedisSettings, render_redis_command
 
-from .definition import LABEL_NAME, DataVolume, File, FileSecret, HostDir, Probe, ServiceDefinition, http_probe
+from .definition import LABEL_NAME, DataVolume, File, FileSecret, HostDir, Privileges, Probe, ServiceDefinition, http_probe
 
 POSTGRES_PORT = 5432
 REDIS_PORT = 6379
@@ -33,6 +45,18 @@ def _published(host_port: int | None, internal: int) -> list[tuple[int, int]]:
     return [] if host_port is None else [(internal, host_port)]
 
 
+# The uid:gid the official postgres and redis images (and ours) give their user: the data
+# directories belong to it, so the server runs as it from the start, with no capability.
+IMAGE_DATA_USER = "999:999"
+
+
+def privileges(h: ServiceHardening, *, tmpfs: tuple[str, ...] = ("/tmp",), spool: tuple[str, ...] = (),
+               low_ports: bool = False) -> Privileges:
+    """The config's hardening of a service, with where its image writes (image facts)."""
+    return Privileges(read_only_root=h.read_only_root, cap_add=tuple(h.cap_add), pids_limit=h.pids_limit,
+                      tmpfs=tmpfs, spool=spool, low_ports=low_ports)
+
+
 # --- PostgreSQL (R7, R19) ----------------------------------------------------------------
 
 
@@ -44,6 +68,7 @@ class PostgresArgs:
     timezone: str
     password: pulumi.Output[str]
     loopback_port: int | None = None
+    hardening: ServiceHardening = PostgresHardening()
 
 
 def postgres_command(timezone: str) -> list[str]:
@@ -66,6 +91,8 @@ def postgres(a: PostgresArgs) -> ServiceDefinition:
         loopback_ports=_published(a.loopback_port, POSTGRES_PORT),
         probe=Probe(test=("CMD-SHELL", f"pg_isready -U {db.user} -d {db.name} -h 127.0.0.1"), start_period="30s"),
         start_timeout=300,  # the first start runs initdb and the init SQL
+        user=IMAGE_DATA_USER,
+        privileges=privileges(a.hardening, tmpfs=("/tmp", "/var/run/postgresql")),
     )
 
 
@@ -94,6 +121,7 @@ class RedisArgs:
     timezone: str
     password: pulumi.Output[str]
     loopback_port: int | None = None
+    hardening: ServiceHardening = RedisHardening()
 
 
 def redis(a: RedisArgs) -> ServiceDefinition:
@@ -114,6 +142,8 @@ def redis(a: RedisArgs) -> ServiceDefinition:
         loopback_ports=_published(a.loopback_port, REDIS_PORT),
         # `PING` rather than the plan's `INCR ping`, which writes a key every check.
         probe=Probe(test=("CMD-SHELL", "redis-cli ping | grep -q PONG")),
+        user=IMAGE_DATA_USER,
+        privileges=privileges(a.hardening),
     )
 
 
@@ -129,6 +159,7 @@ class MinioArgs:
     password: pulumi.Output[str]
     loopback_port: int | None = None
     loopback_console_port: int | None = None
+    hardening: ServiceHardening = MinioHardening()
 
 
 def minio(a: MinioArgs) -> ServiceDefinition:
@@ -148,6 +179,8 @@ def minio(a: MinioArgs) -> ServiceDefinition:
         probe=Probe(
             test=("CMD-SHELL", "curl -fsS http://127.0.0.1:9000/minio/health/live || mc ready local"), timeout="10s"
         ),
+        # Root (its data volume is root's), without any capability; mc keeps its aliases in ~/.mc.
+        privileges=privileges(a.hardening, tmpfs=("/tmp", "/root/.mc")),
     )
 
 
@@ -171,6 +204,7 @@ class ApiArgs:
     api: ApiConfig
     environment: pulumi.Output[Mapping[str, str]]  # the plan's .env (api_environment), secret
     log_dir: str | None = None  # servers: <install_dir>/logs/app (the plan's ./logs/app)
+    hardening: ServiceHardening = ServiceHardening()
 
 
 def api_probe(port: int, health_path: str) -> Probe:
@@ -189,6 +223,7 @@ def api(a: ApiArgs) -> ServiceDefinition:
         replicas=a.api.replicas,
         probe=api_probe(a.api.port, a.api.health_path),
         start_timeout=a.api.start_timeout,
+        privileges=privileges(a.hardening),  # the image's USER (app, uid 10001)
     )
 
 
@@ -218,6 +253,7 @@ class WebArgs:
     port: int
     timezone: str
     replicas: int = 1
+    hardening: ServiceHardening = WebHardening()
 
 
 def web(a: WebArgs) -> ServiceDefinition:
@@ -229,6 +265,9 @@ def web(a: WebArgs) -> ServiceDefinition:
         env={"TZ": a.timezone},
         replicas=a.replicas,
         probe=http_probe(f"http://127.0.0.1:{a.port}/"),
+        # The image's USER (nginx), writing only to /tmp (images/web); port 80 through
+        # LOW_PORTS_SYSCTL, not a capability.
+        privileges=privileges(a.hardening, low_ports=True),
     )
 
 
@@ -251,6 +290,7 @@ class NginxArgs:
     extra_host_dirs: Sequence[HostDir] = ()
     loopback_ports: Sequence[tuple[int, int]] = ()
     replicas: int = 1
+    hardening: ServiceHardening = NginxHardening()
 
 
 def nginx(a: NginxArgs) -> ServiceDefinition:
@@ -279,6 +319,8 @@ def nginx(a: NginxArgs) -> ServiceDefinition:
         loopback_ports=list(a.loopback_ports),
         replicas=a.replicas,
         probe=http_probe("https://127.0.0.1/health", insecure=True),
+        # Request bodies (up to client_max_body_size) and proxy buffers spill to disk, not memory.
+        privileges=privileges(a.hardening, tmpfs=("/tmp", "/run"), spool=("/var/lib/nginx", "/var/cache/nginx")),
     )
 
 
@@ -335,6 +377,7 @@ class MonitoringArgs:
     alertmanager_image: pulumi.Input[str] | None = None  # None: monitoring.alertmanager off
     alertmanager_yml: pulumi.Input[str] | None = None  # secret (receivers' credentials)
     alertmanager_port: int | None = None
+    hardening: ServiceHardening = ServiceHardening()
 
 
 def _http_check(url: str, **kw: object) -> Probe:
@@ -355,6 +398,7 @@ def node_exporter(a: MonitoringArgs) -> ServiceDefinition:
         host_dirs=[HostDir("/", "/host", read_only=True),
                    *([HostDir(a.textfile_dir, "/textfile", read_only=True)] if a.textfile_dir else [])],
         probe=_http_check("http://127.0.0.1:9100/metrics"),
+        privileges=privileges(a.hardening),
     )
 
 
@@ -367,6 +411,7 @@ def blackbox_exporter(a: MonitoringArgs) -> ServiceDefinition:
         command=["--config.file=/etc/blackbox_exporter/config.yml"],
         files=[File("/etc/blackbox_exporter/config.yml", a.blackbox_yml)],
         probe=_http_check("http://127.0.0.1:9115/-/healthy"),
+        privileges=privileges(a.hardening),
     )
 
 
@@ -386,6 +431,7 @@ def prometheus(a: MonitoringArgs) -> ServiceDefinition:
         files=[File("/etc/prometheus/prometheus.yml", a.prometheus_yml), File(PROMETHEUS_RULES_PATH, a.alert_rules_yml)],
         loopback_ports=_published(a.prometheus_port, 9090),
         probe=_http_check("http://127.0.0.1:9090/-/ready"),
+        privileges=privileges(a.hardening),
     )
 
 
@@ -405,6 +451,7 @@ def alertmanager(a: MonitoringArgs) -> ServiceDefinition:
         files=[File(ALERTMANAGER_CONFIG_PATH, a.alertmanager_yml, 0o644, secret=True)],
         loopback_ports=_published(a.alertmanager_port, 9093),
         probe=_http_check("http://127.0.0.1:9093/-/ready"),
+        privileges=privileges(a.hardening),
     )
 
 
@@ -415,6 +462,7 @@ class GrafanaArgs:
     admin_password: pulumi.Output[str]
     files: Sequence[File]  # provisioning (data source, dashboards)
     port: int | None
+    hardening: ServiceHardening = ServiceHardening()
 
 
 def grafana(a: GrafanaArgs) -> ServiceDefinition:
@@ -428,4 +476,5 @@ def grafana(a: GrafanaArgs) -> ServiceDefinition:
         files=list(a.files),
         loopback_ports=_published(a.port, 3000),
         probe=_http_check("http://127.0.0.1:3000/api/health", start_period="30s"),
+        privileges=privileges(a.hardening, spool=("/var/lib/grafana",)),
     )

@@ -96,6 +96,26 @@ class HostDir:
     read_only: bool = False
 
 
+# A non-root process may bind ports below 1024 inside its own network namespace (web as
+# user nginx on port 80), without any capability.
+LOW_PORTS_SYSCTL = {"net.ipv4.ip_unprivileged_port_start": "0"}
+
+
+@dataclass(frozen=True)
+class Privileges:
+    """Least privilege (README: Hardening). Every container runs with no-new-privileges and
+    `cap_drop: ALL`; `cap_add` is what the service gets back. With a read-only root
+    filesystem the service writes only to its volumes, `tmpfs` (memory) and `spool` (disk
+    scratch: an anonymous volume that goes with the container)."""
+
+    read_only_root: bool = True
+    cap_add: tuple[str, ...] = ()
+    pids_limit: int | None = None  # one server only (README: Hardening, Swarm)
+    tmpfs: tuple[str, ...] = ("/tmp",)
+    spool: tuple[str, ...] = ()
+    low_ports: bool = False  # LOW_PORTS_SYSCTL
+
+
 @dataclass(frozen=True)
 class ServiceDefinition:
     service: str
@@ -121,8 +141,9 @@ class ServiceDefinition:
     replicas: int = 1
     # How long a deploy waits for a new instance to become healthy before it fails the `up`.
     start_timeout: int = 120
-    user: str | None = None
+    user: str | None = None  # None: the image's USER
     labels: Mapping[str, str] = field(default_factory=dict)
+    privileges: Privileges = Privileges()
 
     @property
     def stateful(self) -> bool:

@@ -87,7 +87,7 @@ class Monitoring(pulumi.ComponentResource):
             on_server.containers(
                 catalogue.grafana(catalogue.GrafanaArgs(
                     image=grafana_image, limits=args.limits, admin_password=self.grafana_admin_password,
-                    files=grafana_files(), port=grafana_port)),
+                    files=grafana_files(), port=grafana_port, hardening=args.hardening)),
                 site, parent=self, depends_on=[prometheus],
             )
             self.grafana_url = f"http://127.0.0.1:{grafana_port}" if grafana_port else None

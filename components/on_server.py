@@ -9,7 +9,8 @@ one goes. The policy pack checks the same invariants on the resulting resources.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import posixpath
+from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
 import pulumi
@@ -17,7 +18,10 @@ import pulumi_docker as docker
 
 from config.model import docker_cpus
 
-from .definition import LABEL_KIND, LABEL_NAME, LABEL_SERVICE, LABEL_STACK, Probe, ServiceDefinition
+from .definition import LABEL_KIND, LABEL_NAME, LABEL_SERVICE, LABEL_STACK, LOW_PORTS_SYSCTL, Probe, ServiceDefinition
+
+# In-memory scratch: small, and counted in the container's memory limit.
+TMPFS_OPTIONS = "rw,nosuid,nodev,size=64m"
 
 
 @dataclass(frozen=True)
@@ -29,6 +33,9 @@ class ServerSite:
     name_prefix: str
     volumes: Mapping[str, pulumi.Input[str]]  # DataVolume.name -> the volume resource's name
     bind_address: str = "0.0.0.0"  # where public ports listen
+    # (container id, pids limit) of every container made here: the provider has no pids
+    # limit input, so the stack applies them afterwards (components/stack.py, PidsLimits).
+    pids_limits: list[tuple[pulumi.Output[str], int]] = field(default_factory=list)
 
 
 def healthcheck(p: Probe) -> docker.ContainerHealthcheckArgs:
@@ -50,6 +57,17 @@ def container_env(d: ServiceDefinition) -> pulumi.Output[list[str]]:
     return pulumi.Output.secret(
         pulumi.Output.all(*secret_parts).apply(lambda parts: plain + [f"{k}={v}" for part in parts for k, v in part.items()])
     )
+
+
+def writable_dirs(d: ServiceDefinition) -> list[str]:
+    """With a read-only root filesystem: directories that get an anonymous volume (gone with
+    the container). The spool directories, and those the files are uploaded into: Docker
+    refuses an upload to a read-only root filesystem, but not into a volume, and the volume
+    starts as a copy of the image's directory (nginx's mime.types stays beside nginx.conf)."""
+    if not d.privileges.read_only_root:
+        return []
+    dirs = sorted(set(d.privileges.spool) | {posixpath.dirname(f.path) for f in d.files})
+    return [x for x in dirs if not any(x.startswith(y.rstrip("/") + "/") for y in dirs if y != x)]
 
 
 def fixed_name(d: ServiceDefinition, prefix: str) -> str:
@@ -79,6 +97,8 @@ def containers(
                for v in d.volumes]
     volumes += [docker.ContainerVolumeArgs(host_path=h.host_path, container_path=h.path, read_only=h.read_only or None)
                 for h in d.host_dirs]
+    volumes += [docker.ContainerVolumeArgs(container_path=path) for path in writable_dirs(d)]
+    p = d.privileges
     ports = [docker.ContainerPortArgs(internal=i, external=e, ip=site.bind_address) for i, e in d.public_ports]
     ports += [docker.ContainerPortArgs(internal=i, external=e, ip="127.0.0.1") for i, e in d.loopback_ports]
     result = []
@@ -97,6 +117,12 @@ def containers(
                 envs=env,
                 command=list(d.command) if d.command is not None else None,
                 user=d.user,
+                # Least privilege (README: Hardening); the pids limit comes after creation.
+                security_opts=["no-new-privileges:true"],
+                capabilities=docker.ContainerCapabilitiesArgs(drops=["ALL"], adds=list(p.cap_add) or None),
+                read_only=p.read_only_root,
+                tmpfs={path: TMPFS_OPTIONS for path in p.tmpfs} if p.read_only_root and p.tmpfs else None,
+                sysctls=LOW_PORTS_SYSCTL if p.low_ports else None,
                 restart="unless-stopped",
                 # Created only once healthy (pulumi-docker #602): a broken release fails `up`.
                 wait=True,
@@ -122,4 +148,16 @@ def containers(
                 ),
             )
         )
+        if p.pids_limit is not None:
+            site.pids_limits.append((result[-1].id, p.pids_limit))
     return result
+
+
+def pids_limits_script(docker_cli: str, limits: Sequence[tuple[str, int]]) -> str:
+    """`docker update --pids-limit` for each (container id, limit). pulumi-docker's Container
+    has no pids limit input; the engine keeps the limit across restarts, and a replaced
+    container (new id) gets it again from the next run of this script."""
+    lines = ["set -euo pipefail"]
+    lines += [f"{docker_cli} update --pids-limit {limit} {cid} >/dev/null" for cid, limit in limits]
+    lines.append(f"echo 'pids limits set on {len(limits)} containers'")
+    return "\n".join(lines)

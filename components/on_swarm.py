@@ -11,7 +11,9 @@ What only a swarm has:
 - updates: app services start the new task first, the others stop first; Swarm rolls back
   on its own when new tasks fail their healthchecks, and `up` waits until every task runs;
 - secrets: a setting the image reads from `<VAR>_FILE` is a docker secret file; secret files
-  are docker secrets, other files docker configs.
+  are docker secrets, other files docker configs;
+- least privilege: no-new-privileges is the nodes' daemon default (daemon.json; a Service has
+  no such input), and there is no pids limit (README: Hardening).
 """
 
 from __future__ import annotations
@@ -27,7 +29,9 @@ import pulumi_docker as docker
 from config.model import DATA_LABEL, EDGE_LABEL
 
 from .catalogue import SECRETS_DIR
-from .definition import LABEL_KIND, LABEL_NAME, LABEL_SERVICE, LABEL_STACK, Probe, ServiceDefinition
+from .definition import LABEL_KIND, LABEL_NAME, LABEL_SERVICE, LABEL_STACK, LOW_PORTS_SYSCTL, Probe, ServiceDefinition
+
+TMPFS_BYTES = 64 * 1024 * 1024  # in-memory scratch, counted in the task's memory limit
 
 ON_DATA_NODE = f"node.labels.{DATA_LABEL}==true"
 ON_EDGE_NODES = f"node.labels.{EDGE_LABEL}==true"
@@ -109,6 +113,14 @@ def service(
               for v in d.volumes]
     mounts += [docker.ServiceTaskSpecContainerSpecMountArgs(type="bind", source=h.host_path, target=h.path, read_only=h.read_only or None)
                for h in d.host_dirs]
+    p = d.privileges
+    if p.read_only_root:
+        # Files are configs and secrets here (mounted, never written): only the scratch
+        # directories need a place; spool on disk as an anonymous volume of the task.
+        mounts += [docker.ServiceTaskSpecContainerSpecMountArgs(
+            type="tmpfs", target=path, tmpfs_options=docker.ServiceTaskSpecContainerSpecMountTmpfsOptionsArgs(size_bytes=TMPFS_BYTES))
+            for path in p.tmpfs]
+        mounts += [docker.ServiceTaskSpecContainerSpecMountArgs(type="volume", target=path) for path in p.spool]
 
     replicas, constraints, max_per_node = d.replicas, [], None  # type: ignore[var-annotated]
     if d.role == "data":
@@ -135,6 +147,10 @@ def service(
                 env=all_env,
                 args=list(d.command) if d.command is not None else None,
                 user=d.user,
+                read_only=p.read_only_root,
+                cap_drops=["ALL"],
+                cap_adds=list(p.cap_add) or None,
+                sysctl=LOW_PORTS_SYSCTL if p.low_ports else None,
                 healthcheck=healthcheck(d.probe),
                 mounts=mounts or None,
                 secrets=secrets or None,

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_docker as docker
 
-from config.model import Limits
+from config.model import Limits, NginxHardening, ServiceHardening
 from render.nginx import (
     Maintenance,
     NginxSite,
@@ -68,6 +68,7 @@ class ProxyArgs:
     maintenance: Maintenance = Maintenance()
     loopback_api_port: int | None = None  # 127.0.0.1:<port> -> the API replicas, plain HTTP
     log_dir: str | None = None  # servers: <install_dir>/logs/nginx
+    hardening: ServiceHardening = NginxHardening()
 
 
 class Proxy(pulumi.ComponentResource):
@@ -143,6 +144,7 @@ class Proxy(pulumi.ComponentResource):
                 certificate_pem=tls_material.certificate_pem, private_key_pem=tls_material.private_key_pem,
                 cert_dir=tls_material.host_dir, acme_webroot=tls_material.acme_webroot, log_dir=args.log_dir,
                 loopback_ports=[(API_LOOPBACK_LISTEN, args.loopback_api_port)] if args.loopback_api_port else [],
+                hardening=args.hardening,
             )
         )
         # The upstream file lives on a volume that only nginx on one server has.

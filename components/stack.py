@@ -18,7 +18,7 @@ from .datastores import Minio, Postgres, Redis
 from .images import Images
 from .monitoring import Monitoring
 from .network import NetworkAndData
-from .on_server import ServerSite
+from .on_server import ServerSite, pids_limits_script
 from .proxy import ProxyArgs, Proxy
 from .secrets import Secrets
 from .target import HostShell, make_docker_provider, ssh_connection
@@ -75,6 +75,7 @@ class AiMeetingStack(pulumi.ComponentResource):
                 http_port=cfg.nginx.http_port, https_port=cfg.nginx.https_port, tls=self.tls.material,
                 maintenance=assembly.maintenance(cfg),
                 loopback_api_port=cfg.loopback_ports.api, log_dir=f"{cfg.install_dir}/logs/nginx" if server else None,
+                hardening=cfg.hardening.nginx,
             ),
             site=site,
             api_replicas=self.api.replicas,
@@ -104,8 +105,22 @@ class AiMeetingStack(pulumi.ComponentResource):
             if cfg.monitoring.enabled
             else None
         )
+        self.pids_limits = apply_pids_limits(shell, site, self)
         self.outputs = stack_outputs(cfg, self)
         self.register_outputs(self.outputs)
+
+
+def apply_pids_limits(shell: HostShell, site: ServerSite, parent: pulumi.Resource) -> pulumi.CustomResource:
+    """After every container exists: their pids limits (on_server.pids_limits_script), again
+    whenever one is replaced (its id is a trigger)."""
+    ids = [cid for cid, _ in site.pids_limits]
+    limits = [limit for _, limit in site.pids_limits]
+    return shell.run(
+        "pids-limits",
+        pulumi.Output.all(*ids).apply(lambda v: pids_limits_script(shell.docker_cli, list(zip(v, limits)))),
+        parent=parent,
+        triggers=[*ids, *limits],
+    )
 
 
 def public_url(cfg: StackConfig) -> str:

@@ -70,7 +70,7 @@ class SwarmStack(pulumi.ComponentResource):
                     image=refs["nginx"], limits=cfg.resources.nginx, timezone=cfg.timezone, conf=conf,
                     http_port=cfg.nginx.http_port, https_port=cfg.nginx.https_port,
                     certificate_pem=material.certificate_pem, private_key_pem=material.private_key_pem,
-                    log_dir=f"{cfg.install_dir}/logs/nginx",
+                    log_dir=f"{cfg.install_dir}/logs/nginx", hardening=cfg.hardening.nginx,
                 ),
                 monitoring=assembly.monitoring_args(cfg, refs, stack) if cfg.monitoring.enabled else None,
                 db_password_rotation=cfg.rotation.db_password,

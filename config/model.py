@@ -304,6 +304,73 @@ class Resources(Strict):
     monitoring: Limits = Limits(cpus=0.5, memory_mb=512)
 
 
+# --- least privilege (README: Hardening) -------------------------------------------------
+
+# Capabilities a service may get back after `cap_drop: ALL`: Docker's default set, nothing
+# beyond it (SYS_ADMIN, NET_ADMIN, ... are never needed by these services).
+Capability = Literal[
+    "AUDIT_WRITE", "CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "MKNOD", "NET_BIND_SERVICE",
+    "NET_RAW", "SETFCAP", "SETGID", "SETPCAP", "SETUID", "SYS_CHROOT",
+]
+
+
+def _pids(default: int) -> int:
+    return Field(default=default, ge=32, le=65536)  # type: ignore[return-value]
+
+
+class ServiceHardening(Strict):
+    """One service's containers. Always: no-new-privileges and `cap_drop: ALL`. Tighten or relax
+    here: `cap_add` gives capabilities back, `read_only_root: false` makes the root filesystem
+    writable again, `pids_limit` caps its processes and threads (one server only). A key left
+    out keeps the service's default (the subclasses below)."""
+
+    read_only_root: bool = True
+    cap_add: list[Capability] = Field(default_factory=list)
+    pids_limit: int = _pids(256)
+
+    @field_validator("cap_add")
+    @classmethod
+    def _unique(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError("a capability is listed twice")
+        return sorted(v)
+
+
+class PostgresHardening(ServiceHardening):
+    pids_limit: int = _pids(512)  # a process per connection (max_connections 100) and the workers
+
+
+class RedisHardening(ServiceHardening):
+    pids_limit: int = _pids(64)
+
+
+class MinioHardening(ServiceHardening):
+    pids_limit: int = _pids(1024)  # Go: every OS thread counts
+
+
+class WebHardening(ServiceHardening):
+    pids_limit: int = _pids(64)
+
+
+class NginxHardening(ServiceHardening):
+    # The master process is root: it binds 80/443, reads the private key and starts the
+    # workers as user nginx (SETUID/SETGID), owning their temp directories (CHOWN).
+    cap_add: list[Capability] = Field(default_factory=lambda: ["CHOWN", "NET_BIND_SERVICE", "SETGID", "SETUID"])
+    pids_limit: int = _pids(128)
+
+
+class Hardening(Strict):
+    """Per service; defaults are what each image needs and no more (README: Hardening)."""
+
+    postgres: PostgresHardening = PostgresHardening()
+    redis: RedisHardening = RedisHardening()
+    minio: MinioHardening = MinioHardening()
+    api: ServiceHardening = ServiceHardening()
+    web: WebHardening = WebHardening()
+    nginx: NginxHardening = NginxHardening()
+    monitoring: ServiceHardening = ServiceHardening()  # Prometheus, exporters, Alertmanager, Grafana
+
+
 # --- application settings (R5) ---------------------------------------------------------
 
 
@@ -673,6 +740,7 @@ class StackConfig(Strict):
     tls: TlsConfig = TlsConfig()
     images: Images = Images()
     resources: Resources = Resources()
+    hardening: Hardening = Hardening()
     api: ApiConfig = ApiConfig()
     app: AppSettings = AppSettings()
     database: DatabaseConfig = DatabaseConfig()
@@ -774,6 +842,12 @@ class StackConfig(Strict):
         if mon.enabled and "prometheus_port" in mon.model_fields_set:
             raise ValueError("monitoring.prometheus_port: a swarm publishes no port on 127.0.0.1; Prometheus answers "
                              "on the overlay network as prometheus:9090 (README: Docker Swarm)")
+        for service, hardening in self.hardening:
+            if "pids_limit" in hardening.model_fields_set:
+                raise ValueError(
+                    f"hardening.{service}.pids_limit: a swarm cannot apply a pids limit (pulumi-docker's Service has "
+                    "no such setting, and one set beside it would restart every task again); remove it (README: Hardening)"
+                )
         if self.backup.enabled:
             data = next(n for n in self.target.nodes if n.labels.get(DATA_LABEL) == "true")  # type: ignore[union-attr]
             if data.role != "manager":

@@ -20,6 +20,8 @@ import pytest
 from tests.e2e import netcheck
 from tests.e2e.engine import REPO, PulumiProject, Result, require_engine, require_local_images
 from tests.e2e.load import LoadLoop
+from config.model import Hardening
+from tests.support import cis
 from tests.support.docker import NEVER_HEALTHY, build_never_healthy_image
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
@@ -221,6 +223,20 @@ def test_bucket_exists_and_objects_round_trip(stack):
 def test_only_nginx_listens_beyond_loopback(stack):
     new = netcheck.public_listeners() - stack.listening_before
     assert new == {HTTP, HTTPS}, f"ports listening beyond 127.0.0.1 besides nginx: {sorted(new - {HTTP, HTTPS})}"
+
+
+def test_every_container_holds_the_cis_runtime_items(stack, record):
+    """README: Hardening, read from the running containers (tests/support/cis.py)."""
+    promised = cis.promises(Hardening().model_dump())
+    containers = stack_containers()
+    bad = []
+    for c in containers:
+        service = c["Config"]["Labels"]["ai-meeting.service"]
+        status = docker("exec", c["Id"], "cat", "/proc/1/status").stdout
+        bad += cis.findings(c, status, service, promised[service])
+    record.figure("dev: containers checked against the CIS Docker Benchmark's runtime items (section 5, 4.1)",
+                  f"{len(containers)} containers, {len(bad)} findings")
+    assert len(containers) >= 6 and not bad, "\n".join(bad)
 
 
 def test_outputs_and_secrets_in_state(stack):

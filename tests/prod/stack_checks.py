@@ -17,7 +17,9 @@ import threading
 import time
 from typing import Any
 
+from config.model import Hardening
 from tests.prod.conftest import Pebble, ProdServer
+from tests.support import cis
 
 PREFIX = "ai-meeting"  # the prod default: container names ai-meeting-<service>
 INSTALL = "/opt/ai-meeting"
@@ -32,6 +34,19 @@ def docker(s: ProdServer, args: str, **kw):
 def stack_containers(s: ProdServer) -> list[dict]:
     ids = docker(s, f"ps -aq --filter network={PREFIX}-network").stdout.split()
     return json.loads(docker(s, f"inspect {' '.join(ids)}").stdout) if ids else []
+
+
+def cis_findings(s: ProdServer) -> tuple[int, list[str]]:
+    """The CIS runtime items (tests/support/cis.py) of every running container of the stack,
+    against the default hardening the prod stack deploys."""
+    promised = cis.promises(Hardening().model_dump())
+    containers = [c for c in stack_containers(s) if c["State"]["Running"]]
+    bad: list[str] = []
+    for c in containers:
+        status = docker(s, f"exec {c['Id']} cat /proc/1/status").stdout
+        service = c["Config"]["Labels"]["ai-meeting.service"]
+        bad += cis.findings(c, status, service, promised[service])
+    return len(containers), bad
 
 
 def every_container_healthy(s: ProdServer, services: list[str] = SERVICES) -> None:

@@ -326,6 +326,16 @@ def test_every_container_healthy_on_the_server(deployment: Deployment) -> None:
     stack_checks.every_container_healthy(deployment.server)
 
 
+def test_every_container_holds_the_cis_runtime_items(deployment: Deployment, record) -> None:
+    """README: Hardening on the server: no-new-privileges, capabilities, read-only root, pids
+    limits, non-root users, read from `docker inspect` and each container's /proc/1/status."""
+    deployment.require_deployed()
+    count, bad = stack_checks.cis_findings(deployment.server)
+    record.figure("prod: containers checked against the CIS Docker Benchmark's runtime items (section 5, 4.1)",
+                  f"{count} containers, {len(bad)} findings")
+    assert count >= 8 and not bad, "\n".join(bad)
+
+
 def test_only_nginx_publishes_beyond_loopback(deployment: Deployment) -> None:
     deployment.require_deployed()
     stack_checks.only_nginx_publishes_beyond_loopback(deployment.server)

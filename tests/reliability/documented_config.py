@@ -25,6 +25,8 @@ DURATION = re.compile(r"^([0-9]+(ms|s|m|h|d|w|y))+$")
 REDIS_POLICIES = ("noeviction", "allkeys-lru", "allkeys-lfu", "allkeys-random", "volatile-lru", "volatile-lfu",
                   "volatile-random", "volatile-ttl")  # redis.io: the maxmemory-policy values
 SERVICES = ("postgres", "redis", "minio", "api", "web", "nginx", "monitoring")
+CAPABILITIES = ("AUDIT_WRITE", "CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "MKNOD", "NET_BIND_SERVICE", "NET_RAW",
+                "SETFCAP", "SETGID", "SETPCAP", "SETUID", "SYS_CHROOT")  # the README: Docker's default set
 
 # key -> rule: ("int", low, high) | ("number", low_exclusive, high_inclusive) | ("bool",) | ("str",)
 # | ("enum", values) | ("list", element rule, min length) | ("duration",) | ("timezone",) | ("port or null",)
@@ -47,6 +49,9 @@ RULES: dict[str, tuple] = {
                                          "node_exporter", "blackbox_exporter")},
     **{f"resources.{s}.cpus": ("number", 0, None) for s in SERVICES},  # a CPU limit: more than 0
     **{f"resources.{s}.memory_mb": ("int", 1, None) for s in SERVICES},
+    **{f"hardening.{s}.read_only_root": ("bool",) for s in SERVICES},
+    **{f"hardening.{s}.cap_add": ("list", ("enum", CAPABILITIES), 0) for s in SERVICES},
+    **{f"hardening.{s}.pids_limit": ("int", 32, 65536) for s in SERVICES},
     "api.replicas": ("int", 1, 20),
     "api.port": PORT,
     "api.health_path": ("str",),

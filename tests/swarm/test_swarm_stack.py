@@ -30,7 +30,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from components.definition import LABEL_SERVICE
+from config.model import Hardening
 from tests.e2e.engine import PulumiProject, require_engine, require_local_images
+from tests.support import cis
 from tests.e2e.load import LoadLoop
 from tests.support.docker import NEVER_HEALTHY, build_never_healthy_image
 from tests.swarm.conftest import EDGE_HTTPS_PORT, FIGURES, TIMINGS, Swarm
@@ -194,6 +197,29 @@ def test_api_replicas_spread_and_data_pinned(deployment: Deployment) -> None:
     # Secrets are files, not environment, where the image reads a file.
     env = deployment.data_exec("postgres", "env")
     assert "POSTGRES_PASSWORD_FILE=/run/secrets/db_password" in env and "POSTGRES_PASSWORD=" not in env
+
+
+def test_every_task_container_holds_the_cis_runtime_items(deployment: Deployment, record) -> None:
+    """README: Hardening on a swarm: every task container of every node, read from `docker
+    inspect` and its /proc/1/status (no-new-privileges there is the nodes' daemon default);
+    a swarm has no pids limit (refused in config)."""
+    promised = cis.promises(Hardening().model_dump(), swarm=True)
+    checked, bad = 0, []
+    for node in deployment.swarm.nodes:
+        ids = node.sh(f"docker ps -q --filter label={LABEL_SERVICE}").stdout.split()
+        for c in json.loads(node.sh(f"docker inspect {' '.join(ids)}").stdout) if ids else []:
+            service = c["Config"]["Labels"][LABEL_SERVICE]
+            status = node.sh(f"docker exec {c['Id']} cat /proc/1/status").stdout
+            bad += cis.findings(c, status, service, promised[service])
+            checked += 1
+    services = json.loads(deployment.swarm.docker(f"service inspect $(docker service ls -q --filter name={PREFIX}-)").stdout)
+    for s in services:
+        spec = s["Spec"]["TaskTemplate"]["ContainerSpec"]
+        if spec.get("CapabilityDrop") != ["ALL"] or not spec.get("ReadOnly"):
+            bad.append(f"service {s['Spec']['Name']}: CapabilityDrop {spec.get('CapabilityDrop')}, ReadOnly {spec.get('ReadOnly')}")
+    record.figure("swarm: task containers checked against the CIS Docker Benchmark's runtime items (section 5, 4.1)",
+                  f"{checked} containers of {len(services)} services on 3 nodes, {len(bad)} findings")
+    assert checked >= 10 and not bad, "\n".join(bad)
 
 
 def prom(deployment: Deployment, path: str) -> dict:

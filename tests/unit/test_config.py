@@ -132,3 +132,15 @@ def test_committed_stack_files_validate(stack):
 @pytest.mark.parametrize("schedule", ["0 2 * * *", "*/15 0-23/2 1,15 1-12 0-7", "59 23 31 12 7", "0 0 1 1 0"])
 def test_cron_schedules_within_the_fields_ranges_are_valid(schedule):
     assert validate_config({"environment": "dev", "backup": {"schedule": schedule}}, "dev").backup.schedule == schedule
+
+
+def test_hardening_is_tightened_or_relaxed_per_service_and_validated():
+    cfg = config(hardening={"nginx": {"pids_limit": 200}, "postgres": {"cap_add": ["CHOWN"]}})
+    assert cfg.hardening.nginx.pids_limit == 200
+    assert cfg.hardening.nginx.cap_add == ["CHOWN", "NET_BIND_SERVICE", "SETGID", "SETUID"], "unset keys keep their default"
+    assert cfg.hardening.postgres.cap_add == ["CHOWN"] and cfg.hardening.postgres.pids_limit == 512
+    assert cfg.hardening.api.read_only_root and cfg.hardening.api.cap_add == []
+    bad = problems({"hardening": {"nginx": {"cap_add": ["SYS_ADMIN"]}}})
+    assert any("hardening.nginx.cap_add" in p and "NET_BIND_SERVICE" in p for p in bad), bad
+    assert any("hardening.web.pids_limit" in p for p in problems({"hardening": {"web": {"pids_limit": 8}}}))
+    assert any("listed twice" in p for p in problems({"hardening": {"api": {"cap_add": ["KILL", "KILL"]}}}))

@@ -79,6 +79,16 @@ def test_both_backends_declare_the_same_service(both, service):
                   if not f["fileName"].startswith("/run/secrets") and "/" in f["fileName"]}
     assert upload_paths == file_paths, "the same files in the container"
     assert c["logDriver"] == s["taskSpec"]["logDriver"]["name"] and c["logOpts"] == s["taskSpec"]["logDriver"]["options"]
+    # Least privilege (README: Hardening): the same user, capabilities, read-only root and
+    # in-memory scratch; no-new-privileges on the container, the daemon default on a swarm.
+    assert c.get("user") == spec.get("user")
+    assert c["capabilities"]["drops"] == spec["capDrops"] == ["ALL"]
+    assert (c["capabilities"].get("adds") or []) == (spec.get("capAdds") or [])
+    assert c["readOnly"] is True and spec["readOnly"] is True
+    assert c["securityOpts"] == ["no-new-privileges:true"]
+    tmpfs_on_swarm = {m["target"] for m in spec.get("mounts") or [] if m["type"] == "tmpfs"}
+    assert set(c.get("tmpfs") or {}) == tmpfs_on_swarm and "/tmp" in tmpfs_on_swarm
+    assert (c.get("sysctls") or None) == (spec.get("sysctl") or None)
 
 
 def test_secrets_in_env_are_the_same_values_on_both(both):

@@ -17,8 +17,10 @@ def keys(model: type[BaseModel], prefix: str = "") -> list[str]:
         if prefix == "" and name == "target":
             continue  # a union of LocalTarget | SshTarget: documented key by key below
         if isinstance(ann, type) and issubclass(ann, BaseModel):
-            if prefix == "" and name == "resources":
-                out += ["resources.<service>.cpus", "resources.<service>.memory_mb"]
+            if prefix == "" and name in ("resources", "hardening"):
+                # One row per setting for every service: `<name>.<service>.<setting>`.
+                settings = {k for sub in ann.model_fields.values() for k in sub.annotation.model_fields}
+                out += [f"{name}.<service>.{k}" for k in sorted(settings)]
             else:
                 out += keys(ann, f"{prefix}{name}.")
         else:

@@ -284,3 +284,18 @@ def test_generated_secrets_have_no_secret_in_their_resource_id(deployed):
     _, d = deployed
     kinds = {r.typ for r in d.recorder.resources if r.typ.startswith("random:")}
     assert kinds == {"random:index/randomPassword:RandomPassword"}, kinds
+
+
+def test_every_container_is_least_privileged_and_gets_its_pids_limit(deployed):
+    env, d = deployed
+    script = d.recorder.named("pids-limits").inputs["create"]
+    for c in d.recorder.containers():
+        assert c.inputs["securityOpts"] == ["no-new-privileges:true"], c.name
+        assert c.inputs["capabilities"]["drops"] == ["ALL"], c.name
+        assert c.inputs["readOnly"] is True, c.name
+        assert re.search(rf"update --pids-limit \d+ {re.escape(c.name)}-id >", script), f"{c.name} has no pids limit"
+    assert "--pids-limit 512 postgres-id" in script and "--pids-limit 128 nginx-id" in script
+    nginx = d.recorder.named("nginx")
+    anonymous = [v["containerPath"] for v in nginx.inputs["volumes"] if not v.get("volumeName") and not v.get("hostPath")]
+    # nginx.conf is uploaded into /etc/nginx: with a read-only root it must be a volume.
+    assert sorted(anonymous) == ["/etc/nginx", "/var/cache/nginx", "/var/lib/nginx"]

@@ -194,3 +194,11 @@ def test_swarm_outputs_keep_the_ssh_names(swarm_deployed):
     assert {"database_url", "redis_url"} <= swarm_deployed.secret_outputs
     assert [n["role"] for n in out["swarm"]["nodes"]] == ["manager", "worker", "worker"]
     assert out["swarm"]["data_node"] == "10.0.0.1"
+
+
+def test_swarm_refuses_a_pids_limit_it_cannot_apply_but_keeps_the_rest_of_the_hardening():
+    text = problems(swarm_raw(hardening={"api": {"pids_limit": 300}}))
+    assert "hardening.api.pids_limit" in text and "swarm" in text, text
+    cfg = validate_config(swarm_raw(hardening={"nginx": {"read_only_root": False}}), "staging")
+    assert not cfg.hardening.nginx.read_only_root
+    assert cfg.hardening.nginx.cap_add == ["CHOWN", "NET_BIND_SERVICE", "SETGID", "SETUID"], "the rest keeps its default"
