@@ -189,7 +189,11 @@ def render_compose(cfg: StackConfig | None = None) -> Rendered:
             volume_keys[r.inputs["name"]] = key
             volumes[key] = {"name": r.inputs["name"], "labels": _labels(r.inputs.get("labels", []))}
 
-    containers = [r for r in declared if r.typ == "docker:index/container:Container"]
+    all_containers = [r for r in declared if r.typ == "docker:index/container:Container"]
+    # The never-started carriers of read-only containers' files (components/on_server.py):
+    # compose mounts those files directly, read-only.
+    carriers = {f"{r.name}-id": r.inputs for r in all_containers if _labels(r.inputs.get("labels", [])).get("ai-meeting.kind") == "files"}
+    containers = [r for r in all_containers if f"{r.name}-id" not in carriers]
     seen_api = False
     for c in containers:
         inp = c.inputs
@@ -249,8 +253,12 @@ def render_compose(cfg: StackConfig | None = None) -> Rendered:
         if ports:
             svc["ports"] = ports
         mounts: list[str] = []
+        uploads = list(inp.get("uploads", []))
         for v in inp.get("volumes", []):
-            if v.get("volumeName") in volume_keys:
+            if v.get("fromContainer"):
+                carrier = carriers[v["fromContainer"].removesuffix(":ro")]
+                uploads += [u for u in carrier.get("uploads", []) if not u["file"].endswith("/.mountpoint")]
+            elif v.get("volumeName") in volume_keys:
                 mounts.append(f"{volume_keys[v['volumeName']]}:{v['containerPath']}")
             elif v.get("containerPath") == UPSTREAMS_DIR:
                 # The program rewrites this file per rollout; compose names the services instead.
@@ -267,7 +275,7 @@ def render_compose(cfg: StackConfig | None = None) -> Rendered:
                 mounts.append(v["containerPath"])  # anonymous: goes with the container
             else:
                 raise ValueError(f"{c.name}: a volume the compose file cannot express: {v}")
-        for u in inp.get("uploads", []):
+        for u in uploads:
             content, path = u["content"], u["file"]
             base = path.rsplit("/", 1)[1]
             if content.startswith("__AIM_FILE_"):

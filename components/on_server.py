@@ -59,15 +59,38 @@ def container_env(d: ServiceDefinition) -> pulumi.Output[list[str]]:
     )
 
 
-def writable_dirs(d: ServiceDefinition) -> list[str]:
-    """With a read-only root filesystem: directories that get an anonymous volume (gone with
-    the container). The spool directories, and those the files are uploaded into: Docker
-    refuses an upload to a read-only root filesystem, but not into a volume, and the volume
-    starts as a copy of the image's directory (nginx's mime.types stays beside nginx.conf)."""
-    if not d.privileges.read_only_root:
-        return []
-    dirs = sorted(set(d.privileges.spool) | {posixpath.dirname(f.path) for f in d.files})
-    return [x for x in dirs if not any(x.startswith(y.rstrip("/") + "/") for y in dirs if y != x)]
+def _top_most(dirs: set[str]) -> list[str]:
+    return sorted(x for x in dirs if not any(x.startswith(y.rstrip("/") + "/") for y in dirs if y != x))
+
+
+def _under(path: str, dirs: Sequence[str]) -> bool:
+    return any(path.startswith(d.rstrip("/") + "/") for d in dirs)
+
+
+def files_carrier(d: ServiceDefinition, site: ServerSite, uploads: list[docker.ContainerUploadArgs], *,
+                  parent: pulumi.Resource, depends_on: Sequence[pulumi.Resource]) -> docker.Container:
+    """The files of a service whose root filesystem is read-only. Docker refuses any upload
+    into a read-only container (the provider extracts at `/`), so they go into a container that
+    is created and never started, into anonymous volumes over their directories (each starts as
+    a copy of the image's directory: nginx's mime.types stays beside nginx.conf); the service
+    mounts those volumes read-only. Auto-named and replaced when a file changes, so the
+    service is replaced with it. Mount points of the service's own volumes inside those
+    directories are made here too (a read-only volume cannot get a new directory)."""
+    dirs = _top_most({posixpath.dirname(f.path) for f in d.files})
+    nested = [m for m in [v.path for v in d.volumes] + [h.path for h in d.host_dirs] if _under(m, dirs)]
+    uploads = uploads + [docker.ContainerUploadArgs(file=f"{m}/.mountpoint", content="a mount point\n") for m in nested]
+    return docker.Container(
+        f"{d.service}-files",
+        image=d.image,
+        start=False,
+        must_run=False,
+        network_mode="none",
+        volumes=[docker.ContainerVolumeArgs(container_path=path) for path in dirs],
+        uploads=uploads,
+        labels=[docker.ContainerLabelArgs(label=LABEL_STACK, value=pulumi.get_stack()),
+                docker.ContainerLabelArgs(label=LABEL_KIND, value="files")],
+        opts=pulumi.ResourceOptions(parent=parent, provider=site.provider, depends_on=list(depends_on)),
+    )
 
 
 def fixed_name(d: ServiceDefinition, prefix: str) -> str:
@@ -97,8 +120,14 @@ def containers(
                for v in d.volumes]
     volumes += [docker.ContainerVolumeArgs(host_path=h.host_path, container_path=h.path, read_only=h.read_only or None)
                 for h in d.host_dirs]
-    volumes += [docker.ContainerVolumeArgs(container_path=path) for path in writable_dirs(d)]
     p = d.privileges
+    if p.read_only_root:
+        # Disk-backed scratch: anonymous volumes that go with the container.
+        volumes += [docker.ContainerVolumeArgs(container_path=path) for path in p.spool]
+        if uploads:
+            carrier = files_carrier(d, site, uploads, parent=parent, depends_on=depends_on)
+            volumes.append(docker.ContainerVolumeArgs(from_container=carrier.id.apply(lambda i: f"{i}:ro")))
+            uploads = []
     ports = [docker.ContainerPortArgs(internal=i, external=e, ip=site.bind_address) for i, e in d.public_ports]
     ports += [docker.ContainerPortArgs(internal=i, external=e, ip="127.0.0.1") for i, e in d.loopback_ports]
     result = []

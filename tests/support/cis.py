@@ -77,8 +77,11 @@ def findings(inspect: dict, proc_status: str, service: str, promise: Promise) ->
                  "5.5 no sensitive host directory writable", m["Source"])
             item("docker.sock" not in m["Source"], "5.31 no Docker socket", m["Source"])
         item(m.get("Propagation") not in ("shared", "rshared"), "5.19 mount propagation not shared", m.get("Propagation"))
-    item(hc.get("NetworkMode") not in ("host", "default", "bridge"), "5.9/5.29 own user network, not the host's or docker0",
-         hc.get("NetworkMode"))
+    # What the container is attached to (the provider creates it on "bridge" and moves it to
+    # the stack's network before it starts; NetworkMode keeps saying "bridge").
+    attached = sorted((inspect.get("NetworkSettings") or {}).get("Networks") or {})
+    item(hc.get("NetworkMode") != "host" and bool(attached) and not set(attached) & {"host", "bridge"},
+         "5.9/5.29 own user network, not the host's or docker0", attached)
     item(int(hc.get("Memory") or 0) > 0, "5.10 memory limit", hc.get("Memory"))
     item(int(hc.get("NanoCpus") or 0) > 0 or int(hc.get("CpuQuota") or 0) > 0, "5.11 CPU limit", hc.get("NanoCpus"))
     item(bool(hc.get("ReadonlyRootfs")) == promise.read_only_root, "5.12 read-only root filesystem", hc.get("ReadonlyRootfs"))

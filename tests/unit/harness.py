@@ -83,7 +83,25 @@ class Recorder(pulumi.runtime.Mocks):
         return matches[0]
 
     def containers(self) -> list[Declared]:
-        return self.of_type("container:Container")
+        """The services' containers (not the never-started carriers of their files)."""
+        return [c for c in self.of_type("container:Container") if _kind(c) != "files"]
+
+    def file_carriers(self) -> list[Declared]:
+        return [c for c in self.of_type("container:Container") if _kind(c) == "files"]
+
+    def uploads_of(self, container: Declared) -> list[dict]:
+        """The files a service's container gets: its own uploads, or its carrier's."""
+        own = list(container.inputs.get("uploads") or [])
+        for v in container.inputs.get("volumes") or []:
+            if v.get("fromContainer"):
+                carrier_id = v["fromContainer"].removesuffix(":ro")
+                carrier = next(c for c in self.file_carriers() if f"{c.name}-id" == carrier_id)
+                own += [u for u in carrier.inputs.get("uploads") or [] if not u["file"].endswith("/.mountpoint")]
+        return own
+
+
+def _kind(c: Declared) -> str | None:
+    return next((l["value"] for l in c.inputs.get("labels") or [] if l["label"] == "ai-meeting.kind"), None)
 
 
 def config(environment: str = "dev", **overrides: Any) -> StackConfig:

@@ -21,6 +21,7 @@ HARDENED = {
         "PortBindings": {"443/tcp": [{"HostIp": "0.0.0.0", "HostPort": "443"}]},
     },
     "Mounts": [{"Type": "bind", "Source": "/opt/ai-meeting/logs/nginx", "RW": True, "Propagation": "rprivate"}],
+    "NetworkSettings": {"Networks": {"aim-network": {}}},
 }
 ROOT_STATUS = f"Uid:\t0\t0\t0\t0\nNoNewPrivs:\t1\nCapEff:\t{capability_mask(NGINX.cap_add):016x}\n"
 
@@ -61,6 +62,9 @@ def test_what_the_kernel_enforces_is_read_from_the_process():
     assert any("4.1 runs as a non-root user" in f for f in as_root), "api must not run as root"
     private_port = loosened(PortBindings={"5432/tcp": [{"HostIp": "0.0.0.0", "HostPort": "5432"}]})
     assert any("5.13" in f for f in findings(private_port, ROOT_STATUS, "postgres", NGINX))
+    on_docker0 = copy.deepcopy(HARDENED)
+    on_docker0["NetworkSettings"]["Networks"]["bridge"] = {}
+    assert any("5.9/5.29" in f for f in findings(on_docker0, ROOT_STATUS, "nginx", NGINX))
     socket = copy.deepcopy(HARDENED)
     socket["Mounts"].append({"Type": "bind", "Source": "/var/run/docker.sock", "RW": True})
     assert any("5.31 no Docker socket" in f for f in findings(socket, ROOT_STATUS, "nginx", NGINX))

@@ -11,8 +11,9 @@ from tests.unit.harness import config, deploy
 MONITORING = {"enabled": True, "grafana": False}
 
 
-def uploads(container) -> dict[str, str]:
-    return {u["file"]: u["content"] for u in container.inputs.get("uploads", [])}
+def uploads(d, name: str) -> dict[str, str]:
+    """The files of container `name` (uploaded into its carrier when its root is read-only)."""
+    return {u["file"]: u["content"] for u in d.recorder.uploads_of(d.recorder.named(name))}
 
 
 def labels(c) -> dict[str, str]:
@@ -80,7 +81,7 @@ def test_only_prometheus_publishes_a_port_on_loopback(dev):
 
 
 def test_prometheus_config_follows_the_stack_config(dev):
-    files = uploads(dev.recorder.named("prometheus"))
+    files = uploads(dev, "prometheus")
     prom = yaml.safe_load(files["/etc/prometheus/prometheus.yml"])
     assert prom["global"]["scrape_interval"] == "5s"
     api = next(j for j in prom["scrape_configs"] if j["job_name"] == "api")
@@ -100,20 +101,20 @@ def test_node_exporter_reads_the_host_filesystems_read_only(dev):
 
 
 def test_dev_blackbox_reads_the_self_signed_certificate_without_verifying_it(dev):
-    conf = yaml.safe_load(uploads(dev.recorder.named("blackbox-exporter"))["/etc/blackbox_exporter/config.yml"])
+    conf = yaml.safe_load(uploads(dev, "blackbox-exporter")["/etc/blackbox_exporter/config.yml"])
     assert conf["modules"]["https_2xx"]["http"]["tls_config"]["insecure_skip_verify"] is True
 
 
 def test_prod_monitoring_verifies_tls_watches_backups_and_keeps_grafana():
     d = deploy(config("prod", monitoring={"enabled": True}))
-    conf = yaml.safe_load(uploads(d.recorder.named("blackbox-exporter"))["/etc/blackbox_exporter/config.yml"])
+    conf = yaml.safe_load(uploads(d, "blackbox-exporter")["/etc/blackbox_exporter/config.yml"])
     assert conf["modules"]["https_2xx"]["http"]["tls_config"] == {"insecure_skip_verify": False, "server_name": "ai-meeting.com"}
-    rules = yaml.safe_load(uploads(d.recorder.named("prometheus"))["/etc/prometheus/alert-rules.yml"])["groups"][0]["rules"]
+    rules = yaml.safe_load(uploads(d, "prometheus")["/etc/prometheus/alert-rules.yml"])["groups"][0]["rules"]
     assert {"BackupTooOld", "BackupMissing"} <= {r["alert"] for r in rules}
     node = d.recorder.named("node-exporter")
     assert any(v.get("hostPath") == "/opt/ai-meeting/metrics" and v.get("containerPath") == "/textfile" for v in node.inputs["volumes"])
     assert "--collector.textfile.directory=/textfile" in node.inputs["command"]
-    grafana = uploads(d.recorder.named("grafana"))
+    grafana = uploads(d, "grafana")
     assert {"/etc/grafana/provisioning/datasources/prometheus.yml", "/etc/grafana/provisioning/dashboards/ai-meeting.yml",
             "/var/lib/grafana/dashboards/ai-meeting-overview.json"} <= set(grafana)
     assert "grafana_admin_password" in d.secret_outputs

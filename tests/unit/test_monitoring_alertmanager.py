@@ -18,11 +18,11 @@ def test_alertmanager_runs_and_prometheus_sends_to_it():
     assert labels(am)["ai-meeting.service"] == "alertmanager"
     assert [(p["internal"], p["external"], p["ip"]) for p in am.inputs["ports"]] == [(9093, 19093, "127.0.0.1")]
     assert "--config.file=/etc/alertmanager/alertmanager.yml" in am.inputs["command"]
-    conf = yaml.safe_load(uploads(am)["/etc/alertmanager/alertmanager.yml"])
+    conf = yaml.safe_load(uploads(d, "alertmanager")["/etc/alertmanager/alertmanager.yml"])
     assert conf["receivers"][0]["webhook_configs"][0]["url"] == "http://receiver:8080/alerts"
     assert conf["global"]["smtp_auth_password"] == "smtp-pw-secret"
     assert [r for r in d.recorder.of_type("RemoteImage") if r.name == "alertmanager-image"]
-    prom = yaml.safe_load(uploads(d.recorder.named("prometheus"))["/etc/prometheus/prometheus.yml"])
+    prom = yaml.safe_load(uploads(d, "prometheus")["/etc/prometheus/prometheus.yml"])
     assert prom["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] == ["alertmanager:9093"]
 
 
@@ -30,5 +30,5 @@ def test_no_alertmanager_unless_enabled():
     d = deploy(config(monitoring={"enabled": True, "grafana": False}))
     services = {labels(c)["ai-meeting.service"] for c in d.recorder.containers()}
     assert "alertmanager" not in services
-    prom = yaml.safe_load(uploads(d.recorder.named("prometheus"))["/etc/prometheus/prometheus.yml"])
+    prom = yaml.safe_load(uploads(d, "prometheus")["/etc/prometheus/prometheus.yml"])
     assert "alerting" not in prom

@@ -36,7 +36,8 @@ def containers_by_service(d) -> dict[str, dict]:
     out: dict[str, dict] = {}
     for c in d.recorder.containers():
         labels = {l["label"]: l["value"] for l in c.inputs["labels"]}
-        out.setdefault(labels["ai-meeting.service"], c.inputs)  # replicas are alike: the first
+        # Replicas are alike: the first. Its files, wherever the backend put them.
+        out.setdefault(labels["ai-meeting.service"], {**c.inputs, "uploads": d.recorder.uploads_of(c)})
     return out
 
 

@@ -79,7 +79,7 @@ def test_nginx_upstream_lists_every_replica(deployed):
     assert len(apis) == replicas
     assert all(not c.inputs.get("ports") for c in apis), "replicas publish no host port (a new one starts beside the old)"
     nginx = d.recorder.named("nginx")
-    conf = next(u["content"] for u in nginx.inputs["uploads"] if u["file"] == "/etc/nginx/nginx.conf")
+    conf = next(u["content"] for u in d.recorder.uploads_of(nginx) if u["file"] == "/etc/nginx/nginx.conf")
     # nginx.conf names no replica: scaling or a rollout must not replace nginx.
     assert "include /etc/nginx/upstreams/upstreams.conf;" in conf and "api-1" not in conf
     script = d.recorder.named("nginx-upstreams-reload").inputs["create"]
@@ -178,8 +178,9 @@ def test_container_inputs_holding_secrets_are_secret_in_state(deployed):
         c = d.recorder.named(name)
         assert "envs" in c.secret_inputs, f"{name}: its env holds a password and must be encrypted in state"
     nginx = d.recorder.named("nginx")
-    if any(u["file"].endswith("privkey.pem") for u in nginx.inputs["uploads"]):
-        assert any(p.startswith("uploads") for p in nginx.secret_inputs)
+    if any(u["file"].endswith("privkey.pem") for u in d.recorder.uploads_of(nginx)):
+        carrier = d.recorder.named("nginx-files")  # the files of a read-only container
+        assert any(p.startswith("uploads") for p in carrier.secret_inputs)
 
 
 def test_rotation_regenerates_one_secret_and_syncs_postgres():
@@ -296,6 +297,14 @@ def test_every_container_is_least_privileged_and_gets_its_pids_limit(deployed):
         assert re.search(rf"update --pids-limit \d+ {re.escape(c.name)}-id >", script), f"{c.name} has no pids limit"
     assert "--pids-limit 512 postgres-id" in script and "--pids-limit 128 nginx-id" in script
     nginx = d.recorder.named("nginx")
-    anonymous = [v["containerPath"] for v in nginx.inputs["volumes"] if not v.get("volumeName") and not v.get("hostPath")]
-    # nginx.conf is uploaded into /etc/nginx: with a read-only root it must be a volume.
-    assert sorted(anonymous) == ["/etc/nginx", "/var/cache/nginx", "/var/lib/nginx"]
+    anonymous = [v.get("containerPath") for v in nginx.inputs["volumes"] if not v.get("volumeName") and not v.get("hostPath")]
+    assert set(anonymous) == {None, "/var/cache/nginx", "/var/lib/nginx"}, "spool, and the carrier's volumes"
+    # Docker refuses uploads into a read-only container: nginx.conf is in a never-started
+    # carrier's volume over /etc/nginx, mounted read-only, with the upstreams' mount point.
+    assert not nginx.inputs.get("uploads")
+    (carrier,) = [c for c in d.recorder.file_carriers() if c.name == "nginx-files"]
+    assert carrier.inputs["start"] is False and carrier.inputs["mustRun"] is False and carrier.inputs["networkMode"] == "none"
+    assert [v["containerPath"] for v in carrier.inputs["volumes"]] == ["/etc/nginx"]
+    assert {"from_container": "nginx-files-id:ro"} == {"from_container": v["fromContainer"] for v in nginx.inputs["volumes"]
+                                                        if v.get("fromContainer")}
+    assert "/etc/nginx/upstreams/.mountpoint" in {u["file"] for u in carrier.inputs["uploads"]}
