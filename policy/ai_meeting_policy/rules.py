@@ -240,13 +240,14 @@ def service_of(res: Res) -> Any:
 
 
 def is_job(res: Res) -> Any:
-    """One-shot containers (migrations, bucket creation) are exempt from long-running rules.
+    """One-shot containers (migrations, bucket creation) and never-started ones (the carriers of a
+    read-only container's files, kind `files`) are exempt from long-running rules.
     True, False, or UNKNOWN when that depends on values not known yet."""
     kind = label_value(res.props, LABEL_KIND)
     if is_unknown(kind):
         return UNKNOWN
     if kind is not None:
-        return kind == "job"
+        return kind in ("job", "files")
     # Unlabelled: a container that is not meant to keep running is a job.
     must_run, rm = prop(res.props, "must_run"), prop(res.props, "rm")
     if must_run is False or rm is True:

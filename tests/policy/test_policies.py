@@ -123,6 +123,15 @@ def test_jobs_are_exempt_from_long_running_rules():
         assert violations(name, C, job) == [], name
 
 
+def test_file_carriers_are_exempt_but_a_service_labelled_files_would_not_pass_unnoticed():
+    # The never-started carrier of a read-only container's files (components/on_server.py).
+    carrier = {"image": "ai-meeting/nginx:1.22", "labels": labels("nginx", "files"), "mustRun": False, "start": False}
+    for name in ("container-healthcheck", "container-restart-policy",
+                 "container-resource-limits", "container-log-rotation"):
+        assert violations(name, C, carrier) == [], name
+    assert violations("container-healthcheck", C, {"image": "x/y:1", "labels": labels("nginx", "service")})
+
+
 def test_unlabelled_container_is_long_running_unless_must_run_false():
     bare = {"image": "x/y:1"}
     assert violations("container-healthcheck", C, bare)
