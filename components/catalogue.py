@@ -53,7 +53,8 @@ IMAGE_DATA_USER = "999:999"
 def privileges(h: ServiceHardening, *, tmpfs: tuple[str, ...] = ("/tmp",), spool: tuple[str, ...] = (),
                low_ports: bool = False) -> Privileges:
     """The config's hardening of a service, with where its image writes (image facts)."""
-    return Privileges(read_only_root=h.read_only_root, cap_add=tuple(h.cap_add), pids_limit=h.pids_limit,
+    # Named as the engine reads them back (CAP_CHOWN): a bare CHOWN would show as drift on refresh.
+    return Privileges(read_only_root=h.read_only_root, cap_add=tuple(f"CAP_{c}" for c in h.cap_add), pids_limit=h.pids_limit,
                       tmpfs=tmpfs, spool=spool, low_ports=low_ports)
 
 

@@ -109,7 +109,7 @@ class Privileges:
     scratch: an anonymous volume that goes with the container)."""
 
     read_only_root: bool = True
-    cap_add: tuple[str, ...] = ()
+    cap_add: tuple[str, ...] = ()  # Docker's names, as the engine reads them back: CAP_CHOWN
     pids_limit: int | None = None  # one server only (README: Hardening, Swarm)
     tmpfs: tuple[str, ...] = ("/tmp",)
     spool: tuple[str, ...] = ()

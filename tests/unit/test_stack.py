@@ -297,6 +297,8 @@ def test_every_container_is_least_privileged_and_gets_its_pids_limit(deployed):
         assert re.search(rf"update --pids-limit \d+ {re.escape(c.name)}-id >", script), f"{c.name} has no pids limit"
     assert "--pids-limit 512 postgres-id" in script and "--pids-limit 128 nginx-id" in script
     nginx = d.recorder.named("nginx")
+    # As the engine reads them back, or every refresh would see drift.
+    assert nginx.inputs["capabilities"]["adds"] == ["CAP_CHOWN", "CAP_NET_BIND_SERVICE", "CAP_SETGID", "CAP_SETUID"]
     anonymous = [v.get("containerPath") for v in nginx.inputs["volumes"] if not v.get("volumeName") and not v.get("hostPath")]
     assert set(anonymous) == {None, "/var/cache/nginx", "/var/lib/nginx"}, "spool, and the carrier's volumes"
     # Docker refuses uploads into a read-only container: nginx.conf is in a never-started
