@@ -333,13 +333,21 @@ def test_api_contract(sandbox, with_minio):
 
 
 # --- web + nginx --------------------------------------------------------------------------------
+# How the stack runs web (README: Hardening): non-root, no capability, read-only root with a
+# tmpfs /tmp, port 80 allowed to a non-root user in its own network namespace.
+WEB_HARDENED = ("--cap-drop", "ALL", "--security-opt", "no-new-privileges:true", "--read-only", "--tmpfs", "/tmp",
+                "--sysctl", "net.ipv4.ip_unprivileged_port_start=0")
+
+
 def test_web_serves_page(sandbox, local_images):
-    web = sandbox.run(local_images["web"], name="web")
+    web = sandbox.run(local_images["web"], name="web", extra=WEB_HARDENED)
     ip = sandbox.ip(web)
-    wait_for(lambda: http_get(f"http://{ip}/")[0] == 200, timeout=20, what="web")
+    wait_for(lambda: http_get(f"http://{ip}/")[0] == 200, timeout=20, what=f"web\n{sandbox.logs(web)}")
     status, headers, body = http_get(f"http://{ip}/")
     assert status == 200 and "AI Meeting" in body and headers["Content-Type"].startswith("text/html")
     docker("exec", web, "curl", "-fsS", "http://localhost/")
+    uid = docker("exec", web, "awk", "/^Uid/ {print $2}", "/proc/1/status").stdout.strip()
+    assert uid == "101", f"web runs as uid {uid}, not nginx (101)"
 
 
 def test_nginx_runs_plan_config(sandbox, local_images, tmp_path):
@@ -362,7 +370,7 @@ def test_nginx_runs_plan_config(sandbox, local_images, tmp_path):
     logs = tmp_path / "logs"  # a host directory, as the plan's ./logs/nginx bind mount
     logs.mkdir()
 
-    sandbox.run(images["web"], name="web")
+    sandbox.run(images["web"], name="web", extra=WEB_HARDENED)
     sandbox.run(images["api1"], name="api")
     nginx = sandbox.run(
         images["nginx"], name="nginx",
