@@ -346,7 +346,14 @@ def test_real_program_dev_config_passes_guard_and_policy_pack(engine, tmp_path):
     containers = [s["urn"] for s in steps if s["type"] == "docker:index/container:Container"]
     images = [s["urn"] for s in steps if s["type"] == "docker:index/remoteImage:RemoteImage"]
     assert len(containers) >= 6 and len(images) >= 6, steps
-    for urn in containers:
+    carriers = [urn for urn in containers if urn.endswith("-files")]
+    assert carriers, "read-only containers' files come in never-started carriers (README: Hardening)"
+    for urn in carriers:
+        # Never started: judged on their ports, exempt from the long-running rules (like jobs).
+        passed = set(summaries[urn].get("passed") or [])
+        assert "ports-loopback-only" in passed and not passed & (CONTAINER_RULES - {"ports-loopback-only", "image-pinned-tag"}), \
+            (urn, summaries[urn])
+    for urn in [u for u in containers if u not in carriers]:
         passed = set(summaries[urn].get("passed") or [])
         # the image is the RemoteImage's id (unknown now): judged on the RemoteImage's name,
         # and preview-unknowns passed, so nothing was left undecided
