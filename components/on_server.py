@@ -22,6 +22,9 @@ from .definition import LABEL_KIND, LABEL_NAME, LABEL_SERVICE, LABEL_STACK, LOW_
 
 # In-memory scratch: small, and counted in the container's memory limit.
 TMPFS_OPTIONS = "rw,nosuid,nodev,size=64m"
+# Log rotation, explicit on every container: one without it reads back the daemon's defaults
+# (daemon.json on a server) and would be replaced by the next `up`.
+LOG_DRIVER, LOG_OPTS = "json-file", {"max-size": "20m", "max-file": "5"}
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,8 @@ def files_carrier(d: ServiceDefinition, site: ServerSite, uploads: list[docker.C
         network_mode="none",
         volumes=[docker.ContainerVolumeArgs(container_path=path) for path in dirs],
         uploads=uploads,
+        log_driver=LOG_DRIVER,
+        log_opts=LOG_OPTS,
         labels=[docker.ContainerLabelArgs(label=LABEL_STACK, value=pulumi.get_stack()),
                 docker.ContainerLabelArgs(label=LABEL_KIND, value="files")],
         opts=pulumi.ResourceOptions(parent=parent, provider=site.provider, depends_on=list(depends_on)),
@@ -160,8 +165,8 @@ def containers(
                 cpus=docker_cpus(d.limits.cpus),  # as the provider reads it back, or every up replaces
                 memory=d.limits.memory_mb,
                 memory_swap=d.limits.memory_mb,  # no swap on top: the limit is the limit
-                log_driver="json-file",
-                log_opts={"max-size": "20m", "max-file": "5"},
+                log_driver=LOG_DRIVER,
+                log_opts=LOG_OPTS,
                 labels=[docker.ContainerLabelArgs(label=k, value=v) for k, v in sorted(labels.items())],
                 networks_advanced=[
                     docker.ContainerNetworksAdvancedArgs(

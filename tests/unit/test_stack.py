@@ -306,6 +306,8 @@ def test_every_container_is_least_privileged_and_gets_its_pids_limit(deployed):
     assert not nginx.inputs.get("uploads")
     (carrier,) = [c for c in d.recorder.file_carriers() if c.name == "nginx-files"]
     assert carrier.inputs["start"] is False and carrier.inputs["mustRun"] is False and carrier.inputs["networkMode"] == "none"
+    # Explicit, or it reads back daemon.json's defaults and the next `up` replaces it.
+    assert carrier.inputs["logOpts"] == nginx.inputs["logOpts"] and carrier.inputs["logDriver"] == "json-file"
     assert [v["containerPath"] for v in carrier.inputs["volumes"]] == ["/etc/nginx"]
     assert {"from_container": "nginx-files-id:ro"} == {"from_container": v["fromContainer"] for v in nginx.inputs["volumes"]
                                                         if v.get("fromContainer")}
