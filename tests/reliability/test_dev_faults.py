@@ -26,8 +26,10 @@ from tests.leaks import loose_files_containing
 pytestmark = [pytest.mark.reliability, pytest.mark.e2e, pytest.mark.timeout(1800)]
 
 PREFIX = "aim-rel"
-HTTP, HTTPS = 38080, 38443
-LOOPBACK = {"postgres": 35432, "redis": 36379, "minio": 39000, "minio_console": None, "api": None}
+# Below the kernel's ephemeral range (32768-60999): there a client socket of a load loop
+# (TIME_WAIT) can hold the port and docker-proxy cannot bind it.
+HTTP, HTTPS = 21080, 21443
+LOOPBACK = {"postgres": 21432, "redis": 21379, "minio": 21900, "minio_console": None, "api": None}
 API = {"replicas": 2, "migrate_command": ["ai-meeting-api", "migrate"], "start_timeout": 60}
 ROWS, KEYS, OBJECTS = 1000, 1000, 50
 # Published targets (docs/reliability.md): each is asserted by its test. The waits run longer so a
@@ -331,7 +333,7 @@ def test_no_secret_in_plain_text_in_state_output_processes_or_loose_files(stack,
 @pytest.mark.figures(("from another network: reachable ports", f"only {HTTP} and {HTTPS} (nginx)"))
 def test_from_another_network_only_nginx_answers(stack, record):
     """A throwaway container on its own Docker network tries the host's published ports and
-    the stack's containers directly: only nginx's 80/443 (here 38080/38443) answer."""
+    the stack's containers directly: only nginx's 80/443 (here 21080/21443) answer."""
     network = f"{PREFIX}-outsider"
     docker("network", "create", network, check=False)
     try:

@@ -24,14 +24,16 @@ from tests.e2e.engine import PulumiProject, require_engine, require_local_images
 pytestmark = [pytest.mark.reliability, pytest.mark.e2e, pytest.mark.timeout(1500)]
 
 PREFIX = "aim-mon"
-HTTP, HTTPS = 48080, 48443
-LOOPBACK = {"postgres": 45432, "redis": 46379, "minio": 49000, "minio_console": 49001, "api": 43000}
-PROMETHEUS = 49091
+# Below the kernel's ephemeral range (32768-60999): a port there can be held by a client
+# socket of another test's load loop (TIME_WAIT), and docker-proxy then cannot bind it.
+HTTP, HTTPS = 24080, 24443
+LOOPBACK = {"postgres": 24432, "redis": 24379, "minio": 24900, "minio_console": 24901, "api": 24300}
+PROMETHEUS = 24091
 MONITORING = {
     "enabled": True,
     "grafana": False,
     "prometheus_port": PROMETHEUS,
-    "grafana_port": 43002,
+    "grafana_port": 24002,
     "scrape_interval": "2s",
     "evaluation_interval": "2s",
     "alerts": {"target_down_for": "10s"},
