@@ -31,7 +31,6 @@ from config.model import DATA_LABEL, EDGE_LABEL
 from .catalogue import SECRETS_DIR
 from .definition import LABEL_KIND, LABEL_NAME, LABEL_SERVICE, LABEL_STACK, LOW_PORTS_SYSCTL, Probe, ServiceDefinition
 
-TMPFS_BYTES = 64 * 1024 * 1024  # in-memory scratch, counted in the task's memory limit
 
 ON_DATA_NODE = f"node.labels.{DATA_LABEL}==true"
 ON_EDGE_NODES = f"node.labels.{EDGE_LABEL}==true"
@@ -117,9 +116,9 @@ def service(
     if p.read_only_root:
         # Files are configs and secrets here (mounted, never written): only the scratch
         # directories need a place; spool on disk as an anonymous volume of the task.
-        mounts += [docker.ServiceTaskSpecContainerSpecMountArgs(
-            type="tmpfs", target=path, tmpfs_options=docker.ServiceTaskSpecContainerSpecMountTmpfsOptionsArgs(size_bytes=TMPFS_BYTES))
-            for path in p.tmpfs]
+        # No size option: pulumi-docker 4.11 panics on tmpfs_options.size_bytes ("interface {} is
+        # int, not int64"). What a task writes there still counts in its memory limit.
+        mounts += [docker.ServiceTaskSpecContainerSpecMountArgs(type="tmpfs", target=path) for path in p.tmpfs]
         mounts += [docker.ServiceTaskSpecContainerSpecMountArgs(type="volume", target=path) for path in p.spool]
 
     replicas, constraints, max_per_node = d.replicas, [], None  # type: ignore[var-annotated]
