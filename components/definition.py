@@ -96,6 +96,10 @@ class HostDir:
     read_only: bool = False
 
 
+# Log rotation of every container and task, on both targets (set explicitly: a container
+# without it reads back the daemon's defaults and would be replaced by the next `up`).
+LOG_DRIVER, LOG_OPTS = "json-file", {"max-size": "20m", "max-file": "5"}
+
 # A non-root process may bind ports below 1024 inside its own network namespace (web as
 # user nginx on port 80), without any capability.
 LOW_PORTS_SYSCTL = {"net.ipv4.ip_unprivileged_port_start": "0"}

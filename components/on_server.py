@@ -18,13 +18,10 @@ import pulumi_docker as docker
 
 from config.model import docker_cpus
 
-from .definition import LABEL_KIND, LABEL_NAME, LABEL_SERVICE, LABEL_STACK, LOW_PORTS_SYSCTL, Probe, ServiceDefinition
+from .definition import LABEL_KIND, LABEL_NAME, LABEL_SERVICE, LABEL_STACK, LOG_DRIVER, LOG_OPTS, LOW_PORTS_SYSCTL, Probe, ServiceDefinition
 
 # In-memory scratch: small, and counted in the container's memory limit.
 TMPFS_OPTIONS = "rw,nosuid,nodev,size=64m"
-# Log rotation, explicit on every container: one without it reads back the daemon's defaults
-# (daemon.json on a server) and would be replaced by the next `up`.
-LOG_DRIVER, LOG_OPTS = "json-file", {"max-size": "20m", "max-file": "5"}
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ import pulumi_docker as docker
 from config.model import DATA_LABEL, EDGE_LABEL
 
 from .catalogue import SECRETS_DIR
-from .definition import LABEL_KIND, LABEL_NAME, LABEL_SERVICE, LABEL_STACK, LOW_PORTS_SYSCTL, Probe, ServiceDefinition
+from .definition import LABEL_KIND, LABEL_NAME, LABEL_SERVICE, LABEL_STACK, LOG_DRIVER, LOG_OPTS, LOW_PORTS_SYSCTL, Probe, ServiceDefinition
 
 
 ON_DATA_NODE = f"node.labels.{DATA_LABEL}==true"
@@ -166,7 +166,7 @@ def service(
             placement=(docker.ServiceTaskSpecPlacementArgs(constraints=constraints or None, max_replicas=max_per_node)
                        if constraints or max_per_node else None),
             networks_advanceds=[docker.ServiceTaskSpecNetworksAdvancedArgs(name=site.network, aliases=[d.service])],
-            log_driver=docker.ServiceTaskSpecLogDriverArgs(name="json-file", options={"max-size": "20m", "max-file": "5"}),
+            log_driver=docker.ServiceTaskSpecLogDriverArgs(name=LOG_DRIVER, options=LOG_OPTS),
         ),
         mode=docker.ServiceModeArgs(replicated=docker.ServiceModeReplicatedArgs(replicas=replicas)),
         update_config=docker.ServiceUpdateConfigArgs(**update),

@@ -229,11 +229,7 @@ def test_every_container_holds_the_cis_runtime_items(stack, record):
     """README: Hardening, read from the running containers (tests/support/cis.py)."""
     promised = cis.promises(Hardening().model_dump())
     containers = stack_containers()
-    bad = []
-    for c in containers:
-        service = c["Config"]["Labels"]["ai-meeting.service"]
-        status = docker("exec", c["Id"], "cat", "/proc/1/status").stdout
-        bad += cis.findings(c, status, service, promised[service])
+    bad = cis.check_containers(containers, lambda cid: docker("exec", cid, "cat", "/proc/1/status").stdout, promised)
     record.figure("dev: containers checked against the CIS Docker Benchmark's runtime items (section 5, 4.1)",
                   f"{len(containers)} containers, {len(bad)} findings")
     assert len(containers) >= 6 and not bad, "\n".join(bad)

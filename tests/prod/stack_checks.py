@@ -41,12 +41,8 @@ def cis_findings(s: ProdServer) -> tuple[int, list[str]]:
     against the default hardening the prod stack deploys."""
     promised = cis.promises(Hardening().model_dump())
     containers = [c for c in stack_containers(s) if c["State"]["Running"]]
-    bad: list[str] = []
-    for c in containers:
-        status = docker(s, f"exec {c['Id']} cat /proc/1/status").stdout
-        service = c["Config"]["Labels"]["ai-meeting.service"]
-        bad += cis.findings(c, status, service, promised[service])
-    return len(containers), bad
+    return len(containers), cis.check_containers(containers, lambda cid: docker(s, f"exec {cid} cat /proc/1/status").stdout,
+                                                 promised)
 
 
 def every_container_healthy(s: ProdServer, services: list[str] = SERVICES) -> None:

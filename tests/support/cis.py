@@ -23,6 +23,7 @@ CAP_BITS = {
 }
 # Host directories a container must not be able to write (CIS 5.5).
 SENSITIVE = ("/", "/boot", "/dev", "/etc", "/lib", "/proc", "/sys", "/usr", "/var/run/docker.sock", "/run/docker.sock")
+LABEL_SERVICE = "ai-meeting.service"
 # Services that run as a user other than root (README: Hardening). minio and nginx's master
 # are root, without capabilities beyond their list.
 NON_ROOT = ("postgres", "redis", "api", "web", "prometheus", "alertmanager", "node-exporter", "blackbox-exporter")
@@ -102,6 +103,16 @@ def findings(inspect: dict, proc_status: str, service: str, promise: Promise) ->
     if promise.pids_limit:
         item(int(hc.get("PidsLimit") or 0) > 0, "5.28 pids limit", hc.get("PidsLimit"))
     item(hc.get("UsernsMode") != "host", "5.30 host user namespace not shared", hc.get("UsernsMode"))
+    return bad
+
+
+def check_containers(inspected: list[dict], proc_status, promised: dict[str, "Promise"]) -> list[str]:
+    """findings() of every container in `inspected` (docker inspect documents); `proc_status(id)`
+    returns that container's /proc/1/status, read wherever the tier's engine is."""
+    bad: list[str] = []
+    for c in inspected:
+        service = c["Config"]["Labels"][LABEL_SERVICE]
+        bad += findings(c, proc_status(c["Id"]), service, promised[service])
     return bad
 
 

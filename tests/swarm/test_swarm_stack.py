@@ -207,11 +207,10 @@ def test_every_task_container_holds_the_cis_runtime_items(deployment: Deployment
     checked, bad = 0, []
     for node in deployment.swarm.nodes:
         ids = node.sh(f"docker ps -q --filter label={LABEL_SERVICE}").stdout.split()
-        for c in json.loads(node.sh(f"docker inspect {' '.join(ids)}").stdout) if ids else []:
-            service = c["Config"]["Labels"][LABEL_SERVICE]
-            status = node.sh(f"docker exec {c['Id']} cat /proc/1/status").stdout
-            bad += cis.findings(c, status, service, promised[service])
-            checked += 1
+        inspected = json.loads(node.sh(f"docker inspect {' '.join(ids)}").stdout) if ids else []
+        bad += cis.check_containers(inspected, lambda cid, node=node: node.sh(f"docker exec {cid} cat /proc/1/status").stdout,
+                                    promised)
+        checked += len(inspected)
     services = json.loads(deployment.swarm.docker(f"service inspect $(docker service ls -q --filter name={PREFIX}-)").stdout)
     for s in services:
         spec = s["Spec"]["TaskTemplate"]["ContainerSpec"]
