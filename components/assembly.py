@@ -7,11 +7,12 @@ the same on one server and on a swarm by construction.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import pulumi
 
-from config.model import SshTarget, StackConfig, SwarmNode
+from config.model import EDGE_LABEL, SshTarget, StackConfig, SwarmNode
 from render.backup import BackupSettings
 from render.bootstrap import BootstrapSettings
 from render.certbot import CertbotSettings
@@ -37,7 +38,7 @@ from .catalogue import CERT_DIR_IN_NGINX
 from .definition import LABEL_NAME
 from .monitoring import TEXTFILE_SUBDIR
 from .secrets import Secrets
-from .tls import TlsArgs
+from .tls import EdgeCertificatesArgs, TlsArgs
 
 
 @dataclass(frozen=True)
@@ -103,7 +104,7 @@ def is_server(cfg: StackConfig) -> bool:
     return cfg.target.kind in ("ssh", "swarm")
 
 
-def bootstrap_args(cfg: StackConfig, user: str, ssh_port: int, *, swarm: bool = False) -> BootstrapArgs:
+def bootstrap_args(cfg: StackConfig, user: str, ssh_port: int, *, swarm: bool = False, edge: bool = True) -> BootstrapArgs:
     b = cfg.bootstrap
     port = b.ssh_port or ssh_port
     dockerd = b.docker
@@ -118,7 +119,7 @@ def bootstrap_args(cfg: StackConfig, user: str, ssh_port: int, *, swarm: bool = 
             min_memory_gb=b.min_memory_gb,
             min_disk_gb=b.min_disk_gb,
             preflight_mode=b.preflight_mode,
-            letsencrypt=cfg.tls.mode == "letsencrypt",
+            letsencrypt=cfg.tls.mode == "letsencrypt" and edge,  # certbot where nginx runs
             app_log_uid=cfg.api.log_uid,
             # Unset: live-restore on a single server, off on swarm nodes (swarm mode refuses it;
             # the config model rejects true for a swarm); userland-proxy the other way round.
@@ -139,7 +140,7 @@ def ssh_bootstrap_args(cfg: StackConfig) -> BootstrapArgs:
 
 
 def node_bootstrap_args(cfg: StackConfig, node: SwarmNode) -> BootstrapArgs:
-    return bootstrap_args(cfg, node.user, node.port, swarm=True)
+    return bootstrap_args(cfg, node.user, node.port, swarm=True, edge=node.labels.get(EDGE_LABEL) == "true")
 
 
 def certbot_settings(cfg: StackConfig) -> CertbotSettings:
@@ -152,6 +153,12 @@ def certbot_settings(cfg: StackConfig) -> CertbotSettings:
         nginx_container=cfg.container_name("nginx"),
         ca_bundle=cfg.tls.acme_ca_bundle,
     )
+
+
+def edge_certificates_args(cfg: StackConfig) -> EdgeCertificatesArgs:
+    """A swarm's edge nodes: certbot by webroot (nginx is up first), reloading the local task."""
+    settings = dataclasses.replace(certbot_settings(cfg), nginx_service=cfg.container_name("nginx"), challenge="webroot")
+    return EdgeCertificatesArgs(certbot=settings, acme_ca_bundle=cfg.tls.acme_ca_bundle)
 
 
 def tls_args(cfg: StackConfig) -> TlsArgs:

@@ -10,6 +10,7 @@ check on every edge node, backups with their cron on the data node.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pulumi
@@ -59,6 +60,7 @@ class SwarmServices(pulumi.ComponentResource):
         data_node: HostShell,
         edge_nodes: list[tuple[str, HostShell]],
         tls_ready: list[pulumi.Resource],
+        issue_certificates: Callable[[list[pulumi.Resource]], list[pulumi.Resource]] | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ):
         super().__init__("ai-meeting:swarm:Services", name, None, opts)
@@ -123,10 +125,12 @@ class SwarmServices(pulumi.ComponentResource):
         # --- nginx: the edge, host-mode ports, names re-resolved through Docker's DNS -----
         self.nginx = on_swarm.service(catalogue.nginx(args.nginx), site, parent=self,
                                       depends_on=[self.api, self.web, *tls_ready])
+        # Let's Encrypt: each edge node's certificate once nginx answers challenges everywhere.
+        issued = issue_certificates([self.nginx]) if issue_certificates else []
         self.verified = [
             shell.run(f"verify-deploy-{key}", catalogue.verify_script(args.canonical_domain, args.nginx.https_port),
                       parent=self, triggers=[self.nginx.id, args.api.image, args.nginx.conf],
-                      depends_on=[self.nginx, self.api])
+                      depends_on=[self.nginx, self.api, *issued])
             for key, shell in edge_nodes
         ]
 

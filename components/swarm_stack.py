@@ -20,7 +20,10 @@ from .stack import common_outputs
 from .swarm import SwarmCluster, SwarmClusterArgs, node_key
 from .swarm_services import SwarmServices, SwarmServicesArgs
 from .target import HostShell
-from .tls import Tls
+from .tls import EdgeCertificates, Tls
+
+# Where each edge nginx answers the other edge nodes' ACME challenges (overlay only).
+ACME_PEER_PORT = 8089
 
 
 class SwarmStack(pulumi.ComponentResource):
@@ -46,14 +49,22 @@ class SwarmStack(pulumi.ComponentResource):
         edges = [(node_key(n.node), shell(n)) for n in self.cluster.nodes if n.node.labels.get(EDGE_LABEL) == "true"]
         # Migrations run through the manager the swarm's API is reached through (swarm.py).
         manager = shell(next(n for n in self.cluster.nodes if n.node is self.cluster.manager_node))
-        # Self-signed or provided material (the model refuses letsencrypt on a swarm).
-        self.tls = Tls("tls", assembly.tls_args(cfg), manager, [], child)
-        material = self.tls.material
+        letsencrypt = cfg.tls.mode == "letsencrypt"
+        issue_certificates = None
+        if letsencrypt:
+            # Every edge node its own certificate, any edge node answering the challenge.
+            edge_certs = EdgeCertificates(
+                "tls", assembly.edge_certificates_args(cfg), edges,
+                [n.bootstrap.steps[-1] for n in self.cluster.nodes if n.node.labels.get(EDGE_LABEL) == "true"], child)
+            material, issue_certificates = edge_certs.material, edge_certs.issue
+        else:
+            material = Tls("tls", assembly.tls_args(cfg), manager, [], child).material
         conf = render_nginx_conf(dataclasses.replace(
-            assembly.nginx_site(cfg, [f"api:{cfg.api.port}"], f"web:{cfg.web.port}", None),
+            assembly.nginx_site(cfg, [f"api:{cfg.api.port}"], f"web:{cfg.web.port}", material.acme_webroot),
             # Service names re-resolved through Docker's DNS at request time (dnsrr); a task on a
             # node that just died never answers, so the next address is tried after 2 s.
             dns_resolver="127.0.0.11", api_connect_timeout="2s", ws_connect_timeout="2s",
+            acme_peers=f"nginx:{ACME_PEER_PORT}" if letsencrypt else None,
         ))
         s = self.secrets
         self.services = SwarmServices(
@@ -70,6 +81,7 @@ class SwarmStack(pulumi.ComponentResource):
                     image=refs["nginx"], limits=cfg.resources.nginx, timezone=cfg.timezone, conf=conf,
                     http_port=cfg.nginx.http_port, https_port=cfg.nginx.https_port,
                     certificate_pem=material.certificate_pem, private_key_pem=material.private_key_pem,
+                    cert_dir=material.host_dir, acme_webroot=material.acme_webroot,
                     log_dir=f"{cfg.install_dir}/logs/nginx", hardening=cfg.hardening.nginx,
                 ),
                 monitoring=assembly.monitoring_args(cfg, refs, stack) if cfg.monitoring.enabled else None,
@@ -80,6 +92,7 @@ class SwarmStack(pulumi.ComponentResource):
             ),
             self.cluster.provider,
             manager=manager, data_node=shell(data), edge_nodes=edges, tls_ready=material.ready,
+            issue_certificates=issue_certificates,
             opts=child,
         )
         self.outputs = swarm_outputs(cfg, self)

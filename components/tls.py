@@ -113,3 +113,71 @@ class Tls(pulumi.ComponentResource):
                 ready=[issue],
             )
         self.register_outputs({"mode": mode})
+
+
+@dataclass(frozen=True)
+class EdgeCertificatesArgs:
+    certbot: CertbotSettings  # with nginx_service and challenge="webroot" (assembly)
+    acme_ca_bundle: str | None
+
+
+class EdgeCertificates(pulumi.ComponentResource):
+    """Let's Encrypt on a swarm: every edge node holds its own certificate for the domains.
+
+    No private key ever leaves the node it was made on, and no node depends on another for its
+    renewals. Before nginx first starts, each edge node gets a placeholder (self-signed, only
+    when it has no certificate yet); once nginx runs, each node's certbot asks for its
+    certificate by webroot, and whichever edge node the CA reaches answers: a challenge that is
+    not in its own webroot is fetched from the other edge nginx tasks (render/nginx.py
+    acme_peers). Renewals are each node's cron job; the deploy hook reloads that node's nginx
+    task. Let's Encrypt allows 5 certificates a week for the same names: keep to 5 edge nodes.
+    """
+
+    material: TlsMaterial
+
+    def __init__(
+        self,
+        name: str,
+        args: EdgeCertificatesArgs,
+        edge_nodes: list[tuple[str, HostShell]],
+        bootstrap_done: list[pulumi.Resource],
+        opts: pulumi.ResourceOptions | None = None,
+    ):
+        super().__init__("ai-meeting:tls:EdgeCertificates", name, None, opts)
+        s = args.certbot
+        self._args, self._edge_nodes = args, edge_nodes
+        files = {s.issue_script_path: render_certbot_issue_script(s), s.deploy_hook_path: render_certbot_deploy_hook(s)}
+        self._install = install_files_script(files, cron_name="ai-meeting-certbot", cron=render_certbot_cron(s))
+        placeholders = [
+            shell.run(
+                f"certbot-placeholder-{key}",
+                f"{self._install}\nsudo {s.issue_script_path} --placeholder",
+                parent=self,
+                triggers=[sha256(self._install)],
+                # The renewal job goes with the stack; the certificates stay (re-issuing them is
+                # rate-limited), as on one server.
+                delete="sudo rm -f /etc/cron.d/ai-meeting-certbot",
+                depends_on=bootstrap_done,
+            )
+            for key, shell in edge_nodes
+        ]
+        self.material = TlsMaterial(
+            certificate_pem=None, private_key_pem=None, host_dir=f"{s.install_dir}/ssl", acme_webroot=s.webroot,
+            ready=placeholders,
+        )
+        self.register_outputs({})
+
+    def issue(self, nginx_serving: list[pulumi.Resource]) -> list[pulumi.Resource]:
+        """Each edge node's certificate, once nginx answers challenges on every edge node."""
+        s = self._args.certbot
+        ca_env = f"REQUESTS_CA_BUNDLE={self._args.acme_ca_bundle} " if self._args.acme_ca_bundle else ""
+        return [
+            shell.run(
+                f"certbot-issue-{key}",
+                f"sudo {ca_env}{s.issue_script_path}",
+                parent=self,
+                triggers=[sha256(self._install), ",".join(s.domains), s.acme_server or ""],
+                depends_on=nginx_serving,
+            )
+            for key, shell in self._edge_nodes
+        ]

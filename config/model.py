@@ -788,8 +788,9 @@ class StackConfig(Strict):
         if self.images.upload and self.target.kind not in ("ssh", "swarm"):
             raise ValueError("images.upload: copies images to a server; it needs target.kind ssh or swarm")
         if self.tls.mode == "letsencrypt":
-            if self.target.kind != "ssh":
-                raise ValueError("tls.mode: letsencrypt runs certbot on a server: it needs target.kind ssh")
+            if self.target.kind == "local":
+                raise ValueError("tls.mode: letsencrypt runs certbot on a server: it needs target.kind ssh or swarm "
+                                 "(use self-signed for a local Docker)")
             if any(d == "localhost" for d in self.domains):
                 raise ValueError("domains: Let's Encrypt cannot issue for localhost")
         if isinstance(self.target, SwarmTarget):

@@ -20,6 +20,13 @@ class CertbotSettings:
     webroot: str = "/opt/ai-meeting/acme"
     acme_server: str | None = None  # None = Let's Encrypt production; tests point it at pebble
     nginx_container: str = "ai-meeting-nginx"
+    # Swarm: nginx is a service; reload the task of it that runs on this node (found by the
+    # service-name label Swarm puts on each task container) instead of a named container.
+    nginx_service: str | None = None
+    # "auto": standalone on the HTTP-01 port while nothing listens there (first issue on one
+    # server, before nginx exists), else webroot. "webroot": always (a swarm's edge nodes issue
+    # once nginx serves a placeholder, so any edge node can answer the challenge).
+    challenge: str = "auto"
     extra_certbot_args: tuple[str, ...] = ()
     config_dir: str = "/etc/letsencrypt"
     work_dir: str = "/var/lib/letsencrypt"
@@ -42,6 +49,10 @@ class CertbotSettings:
         if self.acme_server is not None and not _URL_RE.match(self.acme_server):
             raise ValueError(f"acme_server: {self.acme_server!r} must be an https:// directory URL")
         check_ident(self.nginx_container, "nginx_container")
+        if self.nginx_service is not None:
+            check_ident(self.nginx_service, "nginx_service")
+        if self.challenge not in ("auto", "webroot"):
+            raise ValueError(f"challenge: {self.challenge!r} must be auto or webroot")
         if isinstance(self.extra_certbot_args, str):
             raise ValueError("extra_certbot_args: a tuple of arguments is required")
         for i, a in enumerate(self.extra_certbot_args):

@@ -28,6 +28,10 @@ class NginxSite:
     ssl_certificate: str = "/etc/nginx/ssl/fullchain.pem"
     ssl_certificate_key: str = "/etc/nginx/ssl/privkey.pem"
     acme_webroot: str | None = None  # port 80 serves /.well-known/acme-challenge/ from here
+    # Swarm: "name:port" resolving (through dns_resolver) to every edge nginx. A challenge not
+    # in this node's webroot is asked of the others on that port (an overlay-only listener that
+    # serves only its own webroot), so HTTP-01 succeeds whichever edge node the CA reaches.
+    acme_peers: str | None = None
     # Ports nginx listens on inside its container (the published ports may differ).
     listen_http: int = 80
     listen_https: int = 443
@@ -100,8 +104,8 @@ def validate_site(s: NginxSite) -> None:
     if not isinstance(s.client_max_body_size, str) or not _SIZE_RE.match(s.client_max_body_size):
         raise ValueError(f"client_max_body_size: {s.client_max_body_size!r} must look like 100M, 512k or 0")
     if s.dns_resolver is not None:
-        if not re.fullmatch(r"\d{1,3}(\.\d{1,3}){3}", s.dns_resolver):
-            raise ValueError(f"dns_resolver: {s.dns_resolver!r} must be an IPv4 address")
+        if not re.fullmatch(r"\d{1,3}(\.\d{1,3}){3}(:\d{1,5})?", s.dns_resolver):
+            raise ValueError(f"dns_resolver: {s.dns_resolver!r} must be an IPv4 address (with an optional :port)")
         if len(s.api_upstreams) != 1:
             raise ValueError("api_upstreams: with dns_resolver, one service name:port (its DNS name has every task)")
     if s.api_connect_timeout is not None and (not isinstance(s.api_connect_timeout, str) or not _TIME_RE.match(s.api_connect_timeout)):
@@ -114,6 +118,12 @@ def validate_site(s: NginxSite) -> None:
         check_path(getattr(s, field), field)
     if s.acme_webroot is not None:
         check_path(s.acme_webroot, "acme_webroot")
+    if s.acme_peers is not None:
+        _check_upstream(s.acme_peers, "acme_peers")
+        if s.acme_webroot is None or s.dns_resolver is None:
+            raise ValueError("acme_peers: needs acme_webroot and dns_resolver (the peers are re-resolved by name)")
+        if int(s.acme_peers.rpartition(":")[2]) in (s.listen_http, s.listen_https, s.listen_api_loopback):
+            raise ValueError("acme_peers: its port must differ from nginx's other listeners")
     if s.upstreams_include is not None:
         check_path(s.upstreams_include, "upstreams_include")
     if s.maintenance_include is not None:
@@ -137,8 +147,10 @@ def render_nginx_conf(site: NginxSite) -> str:
     validate_site(site)  # also checked at construction; dataclasses.replace re-runs it too
     bind = f"{site.listen_address}:" if site.listen_address else ""
     page_dir = site.maintenance_include.rsplit("/", 1)[0] or "/" if site.maintenance_include else None
+    peer_host, _, peer_port = (site.acme_peers or "").rpartition(":")
     return render("nginx.conf.j2", s=site, redirect_base=redirect_base(site),
                   listen_http=f"{bind}{site.listen_http}", listen_https=f"{bind}{site.listen_https}",
+                  acme_peer_host=peer_host, acme_peer_port=peer_port, listen_acme_peers=f"{bind}{peer_port}",
                   maintenance_page_dir=page_dir, maintenance_page=MAINTENANCE_PAGE)
 
 

@@ -12,16 +12,15 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
-import ssl
 import subprocess
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
 from tests.prerequisites import unavailable
+from tests.support.pebble import Pebble
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "prod-test-server"
@@ -139,26 +138,6 @@ class ProdServer:
         harness("start", "--fresh", timeout=1800)
 
 
-@dataclass
-class Pebble:
-    directory_url: str  # as seen from the server
-    ca_bundle: Path  # CA of pebble's own HTTPS endpoint (what certbot must trust)
-    management_url: str  # from this machine
-
-    def issuer_root_pem(self) -> str:
-        """Pebble's issuing root (new on every pebble start): what a client of the site trusts."""
-        ctx = ssl.create_default_context(cafile=str(self.ca_bundle))
-        with urllib.request.urlopen(f"{self.management_url}/roots/0", context=ctx, timeout=10) as r:
-            return r.read().decode()
-
-    def issuer_chain_pem(self) -> str:
-        """Root plus intermediate, for verifying a served leaf certificate."""
-        ctx = ssl.create_default_context(cafile=str(self.ca_bundle))
-        with urllib.request.urlopen(f"{self.management_url}/intermediates/0", context=ctx, timeout=10) as r:
-            intermediate = r.read().decode()
-        return self.issuer_root_pem() + intermediate
-
-
 def _check_prerequisites() -> None:
     if shutil.which("docker") is None:
         unavailable("the docker CLI is not installed (run scripts/start-dockerd)")
@@ -209,14 +188,9 @@ def prod_server() -> ProdServer:
 @pytest.fixture(scope="session")
 def pebble(prod_server: ProdServer) -> Pebble:
     """Pebble and its fake DNS (every name -> the server), started with the server."""
-    env = prod_server.env
-    bundle = Path(env["PROD_TEST_ACME_CA_BUNDLE"])
-    pb = Pebble(env["PROD_TEST_ACME_DIRECTORY"], bundle, env["PROD_TEST_PEBBLE_MANAGEMENT"])
-    ctx = ssl.create_default_context(cafile=str(bundle))
+    pb = Pebble.from_harness_env(prod_server.env)
     # Reachable from this machine; the harness test checks it from the server too.
-    host_url = pb.directory_url
-    with urllib.request.urlopen(host_url, context=ctx, timeout=10) as r:
-        assert r.status == 200, f"pebble directory {host_url} answered {r.status}"
+    pb.check_directory()
     return pb
 
 

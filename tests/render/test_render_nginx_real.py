@@ -138,8 +138,9 @@ def running_nginx(site: NginxSite, tmp: Path):
     proc = subprocess.Popen([NGINX, "-c", str(conf), "-p", str(tmp), "-e", str(tmp / "logs/error.log"),
                              "-g", "daemon off;"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
-        wait_port(site.listen_https, proc=proc)
-        wait_port(site.listen_http, proc=proc)
+        host = site.listen_address or "127.0.0.1"
+        wait_port(site.listen_https, proc=proc, host=host)
+        wait_port(site.listen_http, proc=proc, host=host)
         yield site
     finally:
         stop_process(proc, sig=3)  # SIGQUIT: graceful shutdown of master and workers
@@ -479,3 +480,90 @@ def test_nginx_t_swarm_shape_resolves_at_request_time(public_tmp, tls_cert, ngin
     assert "resolver 127.0.0.11 valid=5s" in text and "upstream api_backend" not in text
     r = nginx_test(text, public_tmp)
     assert r.returncode == 0, r.stderr
+
+
+# ---- a swarm's edge nodes answering each other's ACME challenges --------------------------------
+
+class PeersDns(threading.Thread):
+    """A DNS server on loopback that answers every A query with the given addresses (what
+    Docker's DNS answers for a dnsrr service name: one address per task)."""
+
+    def __init__(self, addresses: list[str]):
+        super().__init__(daemon=True)
+        self.addresses = addresses
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+
+    def run(self) -> None:
+        while True:
+            try:
+                query, client = self.sock.recvfrom(512)
+            except OSError:
+                return
+            end = 12
+            while query[end]:
+                end += query[end] + 1
+            question = query[12:end + 5]
+            answers = b"".join(b"\xc0\x0c\x00\x01\x00\x01\x00\x00\x00\x05\x00\x04" + socket.inet_aton(a)
+                               for a in self.addresses)
+            header = query[:2] + b"\x81\x80\x00\x01" + len(self.addresses).to_bytes(2, "big") + b"\x00\x00\x00\x00"
+            self.sock.sendto(header + question + answers, client)
+
+
+def test_any_edge_node_answers_the_challenge_of_another(tls_cert, nginx_user):
+    """Two edge nginx (127.0.0.2, 127.0.0.3), each with its own webroot and the peers' name
+    resolving to both: a token held by either is served on port 80 of both; an unknown token
+    is a 404 from both, after asking every peer once (no loop)."""
+    need_tool(NGINX)
+    import os
+    import shutil
+    import tempfile
+
+    dns = PeersDns(["127.0.0.2", "127.0.0.3"])
+    dns.start()
+    peer_port = free_port()
+    tmps: list[Path] = []
+    try:
+        with contextlib.ExitStack() as stack, backends("api", "web") as servers:
+            sites = []
+            for ip, token in (("127.0.0.2", "tok-a"), ("127.0.0.3", "tok-b")):
+                tmp = Path(tempfile.mkdtemp(prefix="ai-meeting-edge-", dir="/tmp"))
+                tmps.append(tmp)
+                os.chmod(tmp, 0o755)
+                challenges = tmp / "acme/.well-known/acme-challenge"
+                challenges.mkdir(parents=True)
+                (challenges / token).write_text(f"{token}.thumb")
+                for p in (tmp / "acme", tmp / "acme/.well-known", challenges):
+                    os.chmod(p, 0o755)
+                os.chmod(challenges / token, 0o644)
+                site = local_site(tmp, tls_cert, [servers[0].port], servers[1].port, listen_address=ip,
+                                  acme_webroot=str(tmp / "acme"), dns_resolver=f"127.0.0.1:{dns.port}",
+                                  api_upstreams=(f"127.0.0.1:{servers[0].port}",), acme_peers=f"edge-peers:{peer_port}")
+                stack.enter_context(running_nginx(site, tmp))
+                sites.append(site)
+            for site in sites:
+                for token in ("tok-a", "tok-b"):
+                    status, _, body = http_at(site, f"/.well-known/acme-challenge/{token}")
+                    assert (status, body) == (200, f"{token}.thumb".encode()), (site.listen_address, token, status, body)
+                status, _, _ = http_at(site, "/.well-known/acme-challenge/unknown")
+                assert status == 404, (site.listen_address, status)
+                # The peer listener serves challenges only.
+                c = http.client.HTTPConnection(site.listen_address, peer_port, timeout=10)
+                c.request("GET", "/api/health")
+                assert c.getresponse().status == 404
+                c.close()
+    finally:
+        dns.sock.close()
+        for tmp in tmps:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def http_at(site: NginxSite, path: str):
+    c = http.client.HTTPConnection(site.listen_address, site.listen_http, timeout=20)
+    try:
+        c.request("GET", path, headers={"Host": "ai-meeting.test"})
+        r = c.getresponse()
+        return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
+    finally:
+        c.close()

@@ -40,6 +40,8 @@ CERTBOT_VARIANTS = {
     "pebble": CertbotSettings(domains=("ai-meeting.test",), email="ops@ai-meeting.test",
                               acme_server="https://127.0.0.1:14000/dir", http_01_port=5002,
                               extra_certbot_args=("--no-verify-ssl",), config_dir="/tmp/le/config"),
+    "swarm": CertbotSettings(domains=("ai-meeting.com",), email="ops@ai-meeting.com",
+                             nginx_service="ai-meeting-nginx", challenge="webroot"),
 }
 
 
@@ -291,3 +293,43 @@ def test_hardening_host_policy():
     assert "modules_disabled" not in h and "unprivileged_bpf_disabled" not in h
     assert "net.ipv4.conf.all.forwarding" not in h and "ip_forward =" not in h  # Docker routes with it
     assert "install usb-storage /bin/false" in h and "Authorised access only" in h
+
+
+def test_swarm_placeholder_then_reload_of_the_local_nginx_task(tmp_path):
+    """On a swarm's edge node: `--placeholder` writes a self-signed pair only when none is
+    there (0600 key), and the deploy hook reloads the nginx task found by its service label."""
+    install = tmp_path / "opt"
+    s = CertbotSettings(domains=("meet.test",), email="ops@meet.test", install_dir=str(install),
+                        config_dir=str(tmp_path / "le"), nginx_service="aim-swarm-nginx", challenge="webroot")
+    issue, hook = tmp_path / "issue.sh", tmp_path / "hook.sh"
+    issue.write_text(render_certbot_issue_script(s))
+    hook.write_text(render_certbot_deploy_hook(s))
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "docker-calls"
+    (bin_dir / "docker").write_text(
+        "#!/bin/sh\n"
+        f"echo \"$*\" >>{calls}\n"
+        'case "$1" in ps) echo c0ffee ;; inspect) echo true ;; esac\n'
+    )
+    (bin_dir / "docker").chmod(0o755)
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin"}
+    first = subprocess.run(["bash", str(issue), "--placeholder"], capture_output=True, text=True, env=env)
+    assert first.returncode == 0, first.stderr
+    key, chain = install / "ssl/privkey.pem", install / "ssl/fullchain.pem"
+    assert oct(key.stat().st_mode & 0o777) == "0o600" and "placeholder" in subprocess.run(
+        ["openssl", "x509", "-noout", "-subject", "-in", str(chain)], capture_output=True, text=True).stdout
+    before = chain.read_bytes()
+    again = subprocess.run(["bash", str(issue), "--placeholder"], capture_output=True, text=True, env=env)
+    assert again.returncode == 0 and chain.read_bytes() == before and "already" in again.stdout
+    # A renewal: the hook installs the new pair and reloads the task on this node.
+    live = tmp_path / "le/live/meet.test"
+    live.mkdir(parents=True)
+    (live / "fullchain.pem").write_text("new chain")
+    (live / "privkey.pem").write_text("new key")
+    done = subprocess.run(["bash", str(hook)], capture_output=True, text=True, env={**env, "RENEWED_LINEAGE": str(live)})
+    assert done.returncode == 0, done.stderr
+    assert chain.read_text() == "new chain" and oct(key.stat().st_mode & 0o777) == "0o600"
+    log = calls.read_text()
+    assert "ps -q --filter label=com.docker.swarm.service.name=aim-swarm-nginx" in log
+    assert "exec c0ffee nginx -s reload" in log

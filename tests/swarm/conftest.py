@@ -2,7 +2,8 @@
 program's bootstrap has installed it: the Docker Swarm the swarm tier deploys onto.
 
 `scripts/prod-test-server start-server` starts each one (the same harness as tests/prod, with
-this tier's own names, addresses and ports, and no pebble: the swarm stack is self-signed).
+this tier's own names, addresses and ports), and `start-pebble` this tier's own pebble, whose
+DNS sends every name to the data node: the other edge node's HTTP-01 challenges reach it.
 They are started fresh once per session and removed, with their volumes and network, at the
 end. A missing prerequisite skips, except under CI=true, where it fails.
 """
@@ -19,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.prerequisites import unavailable
+from tests.support.pebble import Pebble
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "prod-test-server"
@@ -27,9 +29,14 @@ NETWORK = "aim-swarm-net"
 NET_PREFIX = "172.30.240"
 EDGE_HTTP_PORT, EDGE_HTTPS_PORT = 8091, 8491
 # Three managers: nodes[0] runs only what the scheduler puts there, so it can be lost while the
-# site keeps serving; the data services live on node 2, nginx's published ports on node 3.
+# site keeps serving; the data services live on node 2, nginx on nodes 2 and 3 (the load tests
+# go through node 3's published ports; pebble validates every name on node 2).
 DATA_NODE, EDGE_NODE = 2, 3
+EDGE_NODES = (2, 3)
 RUN_DIR = Path(HARNESS_CACHE) / "prod-server" / "run-aim-swarm"
+DOMAIN = "meet.test"
+# Where the edge nodes find pebble's CA (test setup, as tests/prod does: a real CA needs none).
+CA_ON_NODES = "/usr/local/share/ai-meeting-test/pebble-ca.pem"
 
 TIMINGS: dict[str, float] = {}
 FIGURES: list[str] = []
@@ -68,6 +75,12 @@ class Node:
             "PROD_TEST_HTTP_PORT": str(EDGE_HTTP_PORT) if edge else "none",
             "PROD_TEST_HTTPS_PORT": str(EDGE_HTTPS_PORT) if edge else "none",
             "PROD_TEST_RUN_DIR": str(RUN_DIR),
+            # This tier's pebble, apart from the prod tier's (its TLS certificate names this
+            # network's gateway).
+            "PROD_TEST_PEBBLE_DIR": str(RUN_DIR / "pebble-tls"),
+            "PROD_TEST_PEBBLE_PORT": "14100", "PROD_TEST_PEBBLE_MGMT_PORT": "15100",
+            "PROD_TEST_DNS_PORT": "8153", "PROD_TEST_CHALLTESTSRV_MGMT_PORT": "8155",
+            "PROD_TEST_DOMAIN": DOMAIN,
         }
 
     def harness(self, *args: str, timeout: int = 900) -> subprocess.CompletedProcess[str]:
@@ -93,6 +106,7 @@ class Node:
 @dataclass
 class Swarm:
     nodes: list[Node]
+    pebble: Pebble
 
     @property
     def private_key(self) -> str:
@@ -114,6 +128,10 @@ class Swarm:
     @property
     def edge_node(self) -> Node:
         return self.nodes[EDGE_NODE - 1]
+
+    @property
+    def edge_nodes(self) -> list[Node]:
+        return [self.nodes[i - 1] for i in EDGE_NODES]
 
     def docker(self, args: str, *, check: bool = True, timeout: int = 120) -> subprocess.CompletedProcess[str]:
         """The swarm's docker CLI, on a running manager."""
@@ -158,12 +176,19 @@ def swarm_servers() -> Swarm:
     try:
         for node in nodes:
             node.harness("start-server", timeout=1800)
+        # Pebble's DNS answers every name with the data node's address (node 2, an edge node).
+        pebble = Pebble.from_harness_env(parse_env(nodes[DATA_NODE - 1].harness("start-pebble").stdout))
+        pebble.check_directory()
+        for node in nodes:
+            if node.index in EDGE_NODES:
+                node.sh(f"install -d /usr/local/share/ai-meeting-test && cat > {CA_ON_NODES} <<'EOF'\n"
+                        f"{pebble.ca_bundle.read_text().strip()}\nEOF")
         if reuse:
             nodes[0].sh("docker service ls -q | xargs -r docker service rm; sleep 5; "
                         "docker secret ls -q | xargs -r docker secret rm; docker config ls -q | xargs -r docker config rm; "
                         "docker network rm aim-swarm-network; sleep 5; "
                         "docker volume ls -q -f name=aim-swarm- | xargs -r docker volume rm", check=False)
-        yield Swarm(nodes)
+        yield Swarm(nodes, pebble)
     finally:
         if os.environ.get("AI_MEETING_KEEP_SWARM") != "1":
             remove_all(nodes)
@@ -171,3 +196,7 @@ def swarm_servers() -> Swarm:
 
 def quote(s: str) -> str:
     return shlex.quote(s)
+
+
+def parse_env(out: str) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)

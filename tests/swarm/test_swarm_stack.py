@@ -3,6 +3,8 @@
 what a team does with it, each under load where it matters, each followed by
 `pulumi preview --expect-no-changes`:
 
+- Let's Encrypt (pebble): each edge node serves its own certificate, issued by HTTP-01 though
+  pebble reaches only one of them; a forced renewal under load rotates it, no request dropped;
 - API replicas land on at least two nodes; the data services on the data node only;
 - monitoring as services: every target scraped, a missing API replica fires TargetDown;
 - backup -> wipe -> restore on the data node, back by checksum;
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import socket
 import ssl
 import subprocess
 import time
@@ -36,7 +39,7 @@ from tests.e2e.engine import PulumiProject, require_engine, require_local_images
 from tests.support import cis
 from tests.e2e.load import LoadLoop
 from tests.support.docker import NEVER_HEALTHY, build_never_healthy_image
-from tests.swarm.conftest import EDGE_HTTPS_PORT, FIGURES, TIMINGS, Swarm
+from tests.swarm.conftest import CA_ON_NODES, DOMAIN, EDGE_HTTPS_PORT, FIGURES, TIMINGS, Node, Swarm
 
 pytestmark = [pytest.mark.swarm, pytest.mark.docker, pytest.mark.toolchain, pytest.mark.e2e]
 
@@ -134,13 +137,15 @@ def deployment(swarm_servers: Swarm, tmp_path_factory) -> Deployment:
     project.configure(
         environment="staging",
         name_prefix=PREFIX,
-        domains=["localhost"],
+        domains=[DOMAIN],
         timezone="UTC",
+        tls={"mode": "letsencrypt", "email": "ops@meet.test", "acme_server": swarm_servers.pebble.directory_url,
+             "acme_ca_bundle": CA_ON_NODES},
         target={
             "kind": "swarm",
             "nodes": [
                 n1.config("manager", {}),
-                n2.config("manager", {DATA: "true"}),
+                n2.config("manager", {DATA: "true", EDGE: "true"}),
                 n3.config("manager", {EDGE: "true"}),
             ],
         },
@@ -186,6 +191,68 @@ def test_one_up_forms_the_swarm_and_serves(deployment: Deployment) -> None:
     deployment.expect_no_changes()
 
 
+def served_certificate(node: Node, pebble_chain: str, tmp: Path) -> dict:
+    """The certificate nginx on this node serves for the domain (SNI), verified against
+    pebble's issuing chain: a placeholder or a self-signed one fails here."""
+    chain = tmp / "pebble-chain.pem"
+    chain.write_text(pebble_chain)
+    ctx = ssl.create_default_context(cafile=str(chain))
+    with socket.create_connection((node.ip, 443), timeout=10) as raw, ctx.wrap_socket(raw, server_hostname=DOMAIN) as tls:
+        cert = tls.getpeercert()
+    assert ("DNS", DOMAIN) in cert["subjectAltName"], cert
+    return cert
+
+
+def test_every_edge_node_serves_its_own_acme_certificate(deployment: Deployment, tmp_path) -> None:
+    """Pebble's DNS sends every validation to node 2, yet node 3 holds a certificate issued by
+    HTTP-01 too: its challenges were answered through node 2's nginx (render/nginx.py
+    acme_peers). Each node has its own key; no key crossed the network."""
+    chain = deployment.swarm.pebble.issuer_chain_pem()
+    certs = {node.name: served_certificate(node, chain, tmp_path) for node in deployment.swarm.edge_nodes}
+    for name, cert in certs.items():
+        issuer = dict(x[0] for x in cert["issuer"])
+        assert issuer["commonName"].startswith("Pebble Intermediate CA"), (name, issuer)
+    assert len({c["serialNumber"] for c in certs.values()}) == len(certs), "two edge nodes serve one certificate"
+    edge = deployment.swarm.edge_node
+    log = edge.sh("cat /var/log/letsencrypt/letsencrypt.log", check=False).stdout
+    assert "webroot" in log.lower(), "node 3's certificate was not issued by webroot"
+    for node in deployment.swarm.edge_nodes:
+        cron = node.sh("cat /etc/cron.d/ai-meeting-certbot").stdout
+        assert "certbot renew" in cron and f"REQUESTS_CA_BUNDLE={CA_ON_NODES}" in cron, cron
+        assert node.sh("stat -c %a /opt/ai-meeting/ssl/privkey.pem").stdout.strip() == "600"
+    # The data-only view: node 1 runs no nginx and has no certbot.
+    assert deployment.swarm.nodes[0].sh("command -v certbot", check=False).returncode != 0
+    deployment.expect_no_changes()
+
+
+def test_forced_renewal_rotates_the_certificate_without_dropping_requests(deployment: Deployment, record, tmp_path) -> None:
+    """Exactly the edge node's scheduled renewal job, forced, under load through that node:
+    the challenge is answered via node 2 again, the deploy hook reloads the local nginx task."""
+    node = deployment.swarm.edge_node
+    chain = deployment.swarm.pebble.issuer_chain_pem()
+    before = served_certificate(node, chain, tmp_path)["serialNumber"]
+    cron = node.sh("cat /etc/cron.d/ai-meeting-certbot").stdout
+    job = next(line for line in cron.splitlines() if " root certbot renew " in line)
+    command = job.split(" root ", 1)[1].partition(" >>")[0]
+    task = node.sh(f"docker ps -q -f label=com.docker.swarm.service.name={PREFIX}-nginx").stdout.strip()
+    with LoadLoop(EDGE_HTTPS_PORT, "/api/health", workers=3, timeout=15, max_seconds=600) as load:
+        started = time.monotonic()
+        node.sh(f"REQUESTS_CA_BUNDLE={CA_ON_NODES} {command} --force-renewal --no-random-sleep-on-renew", timeout=300)
+        took = time.monotonic() - started
+        time.sleep(2)
+    r = load.result
+    after = served_certificate(node, chain, tmp_path)["serialNumber"]
+    FIGURES.append(f"forced certificate renewal on {node.name} under load: {r.summary()}; {took:.0f}s")
+    record("swarm: certificate renewal on an edge node under load", f"{len(r.failed)} failed of {r.total}", "0 failed",
+           not r.failed and after != before)
+    assert after != before, "the renewal did not change the served certificate"
+    assert not r.failed, r.summary()
+    assert r.total > 20, r.summary()
+    # Reloaded, not restarted: the same task container serves.
+    assert node.sh(f"docker ps -q -f label=com.docker.swarm.service.name={PREFIX}-nginx").stdout.strip() == task
+    deployment.expect_no_changes()
+
+
 def test_api_replicas_spread_and_data_pinned(deployment: Deployment) -> None:
     api_nodes = deployment.running_nodes("api")
     FIGURES.append(f"api tasks by node: {sorted(api_nodes)}")
@@ -193,7 +260,7 @@ def test_api_replicas_spread_and_data_pinned(deployment: Deployment) -> None:
     assert len(set(api_nodes)) >= 2, f"all API replicas on one node: {api_nodes}"
     for service in ("postgres", "redis", "minio"):
         assert deployment.running_nodes(service) == ["aim-swarm-2"], (service, deployment.tasks(service))
-    assert deployment.running_nodes("nginx") == ["aim-swarm-3"]
+    assert sorted(deployment.running_nodes("nginx")) == ["aim-swarm-2", "aim-swarm-3"]
     # Secrets are files, not environment, where the image reads a file.
     env = deployment.data_exec("postgres", "env")
     assert "POSTGRES_PASSWORD_FILE=/run/secrets/db_password" in env and "POSTGRES_PASSWORD=" not in env
@@ -436,4 +503,7 @@ def test_destroy_leaves_every_node_clean(deployment: Deployment) -> None:
                  lambda node=node: node.sh("docker ps -aq -f label=ai-meeting.stack").stdout.strip() == "", timeout=120)
         assert f"{PREFIX}-" not in node.sh("docker volume ls --format '{{.Name}}'").stdout, node.name
     assert m.data_node.sh("test ! -e /etc/cron.d/ai-meeting-backup", check=False).returncode == 0
+    for node in m.edge_nodes:  # the renewal job goes; the certificates stay (re-issuing is rate-limited)
+        assert node.sh("test ! -e /etc/cron.d/ai-meeting-certbot", check=False).returncode == 0, node.name
+        assert node.sh("test -s /etc/letsencrypt/live/meet.test/fullchain.pem", check=False).returncode == 0, node.name
     assert m.data_node.sh("ls /opt/ai-meeting/backups").stdout.strip(), "backups are kept"

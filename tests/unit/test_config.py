@@ -78,7 +78,7 @@ def test_defaults_are_valid_and_follow_the_plan():
         # Values the Docker provider reads back differently would replace containers on every up.
         ({"resources": {"api": {"cpus": 10, "memory_mb": 2048}}}, "ai-meeting:resources.api.cpus", "cannot be set reliably"),
         ({"resources": {"web": {"cpus": 0.05, "memory_mb": 256}}}, "ai-meeting:resources.web.cpus", "reads it back as '0.1'"),
-        ({"tls": {"mode": "letsencrypt", "email": "ops@example.com"}}, "ai-meeting:tls.mode", "needs target.kind ssh"),
+        ({"tls": {"mode": "letsencrypt", "email": "ops@example.com"}}, "ai-meeting:tls.mode", "needs target.kind ssh or swarm"),
     ],
 )
 def test_invalid_values_name_their_key(raw, key, words):

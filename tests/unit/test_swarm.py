@@ -81,8 +81,7 @@ def test_same_host_different_ports_is_fine_but_same_advertise_address_is_not():
     assert "advertise address 172.30.240.11" in problems(swarm_raw(two))
 
 
-def test_swarm_refuses_letsencrypt_and_root_nodes():
-    assert "letsencrypt" in problems(swarm_raw(tls={"mode": "letsencrypt", "email": "a@b.co"}, domains=["a.example.com"]))
+def test_swarm_refuses_root_nodes():
     root = nodes(("10.0.0.1", "manager", {**DATA, **EDGE}))
     root[0]["user"] = "root"
     assert "target.nodes[0].user" in problems(swarm_raw(root))
@@ -202,3 +201,33 @@ def test_swarm_refuses_a_pids_limit_it_cannot_apply_but_keeps_the_rest_of_the_ha
     cfg = validate_config(swarm_raw(hardening={"nginx": {"read_only_root": False}}), "staging")
     assert not cfg.hardening.nginx.read_only_root
     assert cfg.hardening.nginx.cap_add == ["CHOWN", "NET_BIND_SERVICE", "SETGID", "SETUID"], "the rest keeps its default"
+
+
+def test_letsencrypt_on_a_swarm_issues_on_every_edge_node_after_nginx(tmp_path, monkeypatch):
+    """Each edge node: certbot installed by its bootstrap, a placeholder before nginx, its own
+    certificate by webroot once nginx runs, then the post-deploy check; nginx mounts the node's
+    certificate directory and asks the other edge nodes for a challenge it does not hold."""
+    monkeypatch.setenv("AI_MEETING_CACHE", str(tmp_path))
+    edges = nodes(("10.0.0.1", "manager", EDGE), ("10.0.0.2", "manager", DATA), ("10.0.0.3", "manager", EDGE))
+    d = deploy(validate_config(swarm_raw(edges, tls={"mode": "letsencrypt", "email": "ops@example.com"},
+                                         domains=["meet.example.com"]), "staging"), stack="swarm")
+    rec = d.recorder
+    names = [r.name for r in rec.resources]
+    for host in ("10.0.0.1", "10.0.0.3"):
+        assert f"node-{host}-bootstrap-certbot" in names, "certbot is installed where nginx runs"
+        placeholder, issue = rec.named(f"certbot-placeholder-{host}"), rec.named(f"certbot-issue-{host}")
+        assert "--placeholder" in placeholder.inputs["create"] and "/etc/cron.d/ai-meeting-certbot" in placeholder.inputs["create"]
+        assert "certbot-issue.sh" in issue.inputs["create"] and "--placeholder" not in issue.inputs["create"]
+    assert "node-10.0.0.2-bootstrap-certbot" not in names, "no certbot on a node without nginx"
+    issue_script = rec.named("certbot-placeholder-10.0.0.1").inputs["create"]
+    assert "NGINX_SERVICE=ai-meeting-nginx" in issue_script and "CHALLENGE=webroot" in issue_script
+    nginx = services(d)["nginx"]
+    mounts = {m["target"]: m for m in nginx["taskSpec"]["containerSpec"]["mounts"] if m["type"] == "bind"}
+    assert mounts["/etc/nginx/ssl"]["source"] == "/opt/ai-meeting/ssl" and mounts["/etc/nginx/ssl"]["readOnly"]
+    assert mounts["/var/www/acme"]["source"] == "/opt/ai-meeting/acme"
+    assert not [x for x in rec.of_type("secret:Secret") if "privkey" in x.name], "no key in a docker secret"
+    import base64
+
+    conf = next(c for c in rec.of_type("serviceConfig:ServiceConfig") if c.name == "nginx-etc-nginx-nginx-conf")
+    text = base64.b64decode(conf.inputs["data"]).decode()
+    assert "try_files $uri @acme_peers;" in text and "set $acme_peers nginx;" in text and "listen 8089;" in text
