@@ -208,9 +208,9 @@ class ApiArgs:
     hardening: ServiceHardening = ServiceHardening()
 
 
-def api_probe(port: int, health_path: str) -> Probe:
-    # A release that never answers is unhealthy after 20 s + 15 x 2 s.
-    return http_probe(f"http://127.0.0.1:{port}{health_path}", retries=15, start_period="20s")
+def api_probe(port: int, health_path: str, start_period: int = 20) -> Probe:
+    # A release that never answers is unhealthy after 20 s + 15 x 2 s (+ one probe's timeout).
+    return http_probe(f"http://127.0.0.1:{port}{health_path}", retries=15, start_period=f"{start_period}s")
 
 
 def api(a: ApiArgs) -> ServiceDefinition:
@@ -222,8 +222,9 @@ def api(a: ApiArgs) -> ServiceDefinition:
         secret_env=pulumi.Output.secret(a.environment),
         host_dirs=[HostDir(a.log_dir, "/app/logs")] if a.log_dir else [],
         replicas=a.api.replicas,
-        probe=api_probe(a.api.port, a.api.health_path),
+        probe=api_probe(a.api.port, a.api.health_path, a.api.start_period),
         start_timeout=a.api.start_timeout,
+        fail_when_unhealthy=True,
         privileges=privileges(a.hardening),  # the image's USER (app, uid 10001)
     )
 

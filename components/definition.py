@@ -49,6 +49,18 @@ class Probe:
     start_period: str = "10s"  # grace before failures count
 
 
+def seconds(duration: str) -> int:
+    """A probe duration ("2s", "1m") in seconds."""
+    value, unit = int(duration[:-1]), duration[-1]
+    return value * {"s": 1, "m": 60}[unit]
+
+
+def gives_up_after(p: Probe) -> int:
+    """Seconds from the start until Docker declares an instance that never answers unhealthy:
+    the start period, then `retries` failed probes one interval apart (each within its timeout)."""
+    return seconds(p.start_period) + p.retries * seconds(p.interval) + seconds(p.timeout)
+
+
 def http_probe(url: str, *, insecure: bool = False, **kw: object) -> Probe:
     """An HTTP probe that works in every image we run: curl where it exists, else busybox wget."""
     k, nk = (" -k", " --no-check-certificate") if insecure else ("", "")
@@ -145,6 +157,10 @@ class ServiceDefinition:
     replicas: int = 1
     # How long a deploy waits for a new instance to become healthy before it fails the `up`.
     start_timeout: int = 120
+    # One server: fail as soon as the probe has given up (gives_up_after), not at start_timeout
+    # (the provider waits for "healthy" only and ignores "unhealthy"). Stateless services only:
+    # a database's first start (initdb) may outlast its probe and still be fine.
+    fail_when_unhealthy: bool = False
     user: str | None = None  # None: the image's USER
     labels: Mapping[str, str] = field(default_factory=dict)
     privileges: Privileges = Privileges()

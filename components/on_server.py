@@ -18,7 +18,8 @@ import pulumi_docker as docker
 
 from config.model import docker_cpus
 
-from .definition import LABEL_KIND, LABEL_NAME, LABEL_SERVICE, LABEL_STACK, LOG_DRIVER, LOG_OPTS, LOW_PORTS_SYSCTL, Probe, ServiceDefinition
+from .definition import (LABEL_KIND, LABEL_NAME, LABEL_SERVICE, LABEL_STACK, LOG_DRIVER, LOG_OPTS, LOW_PORTS_SYSCTL, Probe,
+                         ServiceDefinition, gives_up_after)
 
 # In-memory scratch: small, and counted in the container's memory limit.
 TMPFS_OPTIONS = "rw,nosuid,nodev,size=64m"
@@ -157,7 +158,7 @@ def containers(
                 restart="unless-stopped",
                 # Created only once healthy (pulumi-docker #602): a broken release fails `up`.
                 wait=True,
-                wait_timeout=d.start_timeout,
+                wait_timeout=min(d.start_timeout, gives_up_after(d.probe)) if d.fail_when_unhealthy else d.start_timeout,
                 healthcheck=healthcheck(d.probe),
                 cpus=docker_cpus(d.limits.cpus),  # as the provider reads it back, or every up replaces
                 memory=d.limits.memory_mb,

@@ -20,6 +20,7 @@ from .monitoring import Monitoring
 from .network import NetworkAndData
 from .on_server import ServerSite, pids_limits_script
 from .proxy import ProxyArgs, Proxy
+from .releases import release_history
 from .secrets import Secrets
 from .target import HostShell, make_docker_provider, ssh_connection
 from .tls import Tls
@@ -46,7 +47,8 @@ class AiMeetingStack(pulumi.ComponentResource):
         self.tls = Tls("tls", assembly.tls_args(cfg), shell, bootstrap_done, child)
         data = NetworkAndData("network", name_prefix=cfg.name_prefix, data_dir=f"{cfg.install_dir}/data" if server else None,
                               protect=cfg.protect, provider=provider, opts=child)
-        images = Images("images", assembly.image_refs(cfg), cfg.images, provider, bootstrap_done,
+        refs = assembly.image_refs(cfg)
+        images = Images("images", refs, cfg.images, provider, bootstrap_done,
                         ssh_target=target if server else None, opts=child)
         ids = images.ids
         site = ServerSite(provider=provider, network_name=data.network_name, name_prefix=cfg.name_prefix,
@@ -106,6 +108,7 @@ class AiMeetingStack(pulumi.ComponentResource):
             else None
         )
         self.pids_limits = apply_pids_limits(shell, site, self)
+        self.releases = release_history(refs["api"], refs["web"], ids["api"], ids["web"])
         self.outputs = stack_outputs(cfg, self)
         self.register_outputs(self.outputs)
 
@@ -171,4 +174,5 @@ def stack_outputs(cfg: StackConfig, stack: "AiMeetingStack") -> dict[str, object
         outputs["grafana_admin_password"] = pulumi.Output.secret(stack.monitoring.grafana_admin_password)
     if stack.bootstrap:
         outputs["preflight_report"] = stack.bootstrap.preflight_report
+    outputs["releases"] = stack.releases
     return outputs

@@ -15,6 +15,8 @@ from render.nginx import render_nginx_conf
 
 from . import assembly
 from .catalogue import NginxArgs
+from .images import local_image_id
+from .releases import release_history
 from .secrets import Secrets
 from .stack import common_outputs
 from .swarm import SwarmCluster, SwarmClusterArgs, node_key
@@ -95,6 +97,9 @@ class SwarmStack(pulumi.ComponentResource):
             issue_certificates=issue_certificates,
             opts=child,
         )
+        # The ids of the images this machine uploads; without upload the nodes pull the refs.
+        ids = {k: local_image_id(refs[k]) if cfg.images.upload else None for k in ("api", "web")}
+        self.releases = release_history(refs["api"], refs["web"], ids["api"], ids["web"])
         self.outputs = swarm_outputs(cfg, self)
         self.register_outputs(self.outputs)
 
@@ -107,6 +112,7 @@ def swarm_outputs(cfg: StackConfig, stack: SwarmStack) -> dict[str, object]:
     return {
         **common_outputs(cfg, stack.secrets, network=stack.services.network.name, api=[f"api:{cfg.api.port}"],
                          web=f"web:{cfg.web.port}", backups=stack.services.backups is not None),
+        "releases": stack.releases,
         "swarm": {
             "manager": target.docker_host,
             "nodes": [

@@ -382,8 +382,11 @@ class ApiConfig(Strict):
     migrate_command: list[str] = Field(default_factory=lambda: ["npm", "run", "migration:run"], min_length=1)
     run_migrations: bool = True
     # Seconds a new replica has to become healthy; a release that does not fails the `up`
-    # there, and the replicas already serving keep serving.
+    # there, and the replicas already serving keep serving. On one server the `up` fails
+    # sooner, once the healthcheck has given up (start_period + 15 failed probes 2 s apart).
     start_timeout: int = Field(default=180, ge=30, le=1800)
+    # Grace before failed health probes count (an API that boots slowly needs more).
+    start_period: int = Field(default=20, ge=5, le=600)
     # The uid the API image runs as: on a server it owns <install_dir>/logs/app, where the API
     # writes its log file (the plan's ./logs/app mount).
     log_uid: int = Field(default=10001, ge=0, le=2**31 - 1)

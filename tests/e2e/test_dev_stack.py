@@ -29,7 +29,9 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
 PREFIX = "aim-e2e"
 HTTP, HTTPS = 18080, 18443
 LOOPBACK = {"postgres": 15432, "redis": 16379, "minio": 19000, "minio_console": 19001, "api": 13000}
-API = {"migrate_command": ["ai-meeting-api", "migrate"], "start_timeout": 60}
+# api.start_timeout stays at its default (180 s): a never-healthy release must fail when its
+# healthcheck gives up (55 s), and the test below would see the 180 s if it did not.
+API = {"migrate_command": ["ai-meeting-api", "migrate"]}
 OVERRIDES = {
     "name_prefix": PREFIX,
     "nginx": {"bind_address": "0.0.0.0", "http_port": HTTP, "https_port": HTTPS},
@@ -307,17 +309,47 @@ def test_api_rollout_drops_no_request(stack, image, version):
     stack.assert_converged()
 
 
-def test_a_release_that_never_gets_healthy_fails_the_up_and_the_old_replicas_keep_serving(stack):
+def test_rollback_returns_to_the_previous_release_under_load(stack, record):
+    """README, Rollback: `scripts/rollback dev` (the release before the running one, from the
+    `releases` output) through the health-gated rollout, under load."""
+    before = stack.project.outputs()["releases"]
+    assert [r["api"] for r in before[:2]] == [DEMO_1, DEMO_2], before
+    assert all(r["api_image_id"].startswith("sha256:") and r["deployed_at"] for r in before[:2]), before
+    with LoadLoop(HTTPS, "/api/health", body_key=api_version) as load:
+        started = time.monotonic()
+        proc = subprocess.run([str(REPO / "scripts" / "rollback"), "dev"], capture_output=True, text=True, timeout=900,
+                              env={**stack.project.env, "PULUMI_PROJECT_DIR": str(stack.project.dir)})
+        took = time.monotonic() - started
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    r = load.result
+    record("dev: rollback to the previous release (scripts/rollback) under load", f"{len(r.failed)} failed of {r.total}",
+           "0 failed", not r.failed)
+    record.figure("dev: rollback to the previous release, command to done", f"{took:.0f} s")
+    assert not r.failed, r.summary()
+    assert "demo-2" in r.bodies, f"no request reached the release rolled back to: {r.bodies}"
+    for _ in range(6):
+        assert api_version(netcheck.https_get(HTTPS, "/api/health")[2]) == "demo-2"
+    after = stack.project.outputs()["releases"]
+    assert [x["api"] for x in after[:3]] == [DEMO_2, DEMO_1, DEMO_2], after
+    stack.assert_converged()
+
+
+def test_a_release_that_never_gets_healthy_fails_the_up_and_the_old_replicas_keep_serving(stack, record):
     build_never_healthy_image(DEMO_1)
     stack.set_api_image(NEVER_HEALTHY)
     with LoadLoop(HTTPS, "/api/health", body_key=api_version) as load:
+        started = time.monotonic()
         res = stack.project.run("up", "--yes", "--stack", "dev", "--skip-preview", check=False, timeout=900)
+        failed_after = time.monotonic() - started
     out = res.stdout + res.stderr
     assert res.code != 0, "the up of a release that never gets healthy succeeded"
+    # Declared failed once Docker has given up on it (55 s by default), not at api.start_timeout (180 s).
+    record("dev: never-healthy release, the up fails after", f"{failed_after:.0f} s", "<= 90 s (healthcheck gives up at 55 s)",
+           failed_after <= 90)
     assert "api-1" in out and "healthy" in out, f"the failure does not name the replica and its health:\n{out[-3000:]}"
     print("the failed up says:", *[line for line in out.splitlines() if "error" in line.lower()][:6], sep="\n  ")
     assert not load.result.failed, load.result.summary()
-    assert set(load.result.bodies) == {"demo-1"}, load.result.bodies
+    assert set(load.result.bodies) == {"demo-2"}, load.result.bodies  # the release rolled back to
 
     # The fix is to set the good tag again: the next up finishes and leaves no broken replica.
     stack.set_api_image(DEMO_1)

@@ -30,6 +30,7 @@ case " $* " in
     [[ ${FAKE_RC:-0} == 0 ]] && echo '{"resourcePlans": {}}' >"$plan"
     echo "Previewing update (fake)"; exit "${FAKE_RC:-0}" ;;
   *" up "*) printf '%s\n' "${FAKE_UP_OUT:-Update complete}"; exit "${FAKE_RC:-0}" ;;
+  *" stack output releases "*) printf '%s\n' "${FAKE_RELEASES:-}"; exit 0 ;;
   *) echo "fake pulumi: $*"; exit "${FAKE_RC:-0}" ;;
 esac
 """
@@ -74,7 +75,7 @@ def test_preview_runs_diff_with_the_policy_pack(fake):
 
 
 def test_scripts_need_a_stack(fake):
-    for script in ("preview", "plan", "apply-plan", "guard-stateful", "drift"):
+    for script in ("preview", "plan", "apply-plan", "guard-stateful", "drift", "rollback"):
         p = fake(script)
         assert p.returncode != 0 and "usage" in p.stderr, script
 
@@ -178,10 +179,40 @@ def test_pr_check_fails_when_the_guard_blocks(fake):
     assert p.returncode == 1 and "dev:guard-stateful" in p.stderr
 
 
-@pytest.mark.parametrize("script", ["preview", "plan", "apply-plan", "guard-stateful", "drift", "pr-check"])
+@pytest.mark.parametrize("script", ["preview", "plan", "apply-plan", "guard-stateful", "drift", "pr-check", "rollback"])
 def test_shellcheck_clean(script):
     import shutil
     if not shutil.which("shellcheck"):
         unavailable("shellcheck not installed")
     p = subprocess.run(["shellcheck", "-x", f"scripts/{script}"], cwd=REPO, capture_output=True, text=True)
     assert p.returncode == 0, p.stdout
+
+
+RELEASES = json.dumps([
+    {"api": "reg/api:3", "web": "reg/web:2", "deployed_at": "2026-12-03T10:00:00+00:00"},
+    {"api": "reg/api:2", "web": "reg/web:2", "deployed_at": "2026-12-02T10:00:00+00:00"},
+    {"api": "reg/api:1", "web": "reg/web:1", "deployed_at": "2026-12-01T10:00:00+00:00"},
+])
+
+
+def test_rollback_sets_the_previous_release_and_runs_up(fake):
+    p = fake("rollback", "prod", FAKE_RELEASES=RELEASES)
+    assert p.returncode == 0, p.stderr
+    assert p.calls[1:] == ["config set --path images.api reg/api:2 --stack prod",
+                           "config set --path images.web reg/web:2 --stack prod",
+                           "up --yes --skip-preview --stack prod --non-interactive"], p.calls
+    two_back = fake("rollback", "prod", "--to", "2", FAKE_RELEASES=RELEASES)
+    assert "config set --path images.api reg/api:1 --stack prod" in two_back.calls
+
+
+def test_rollback_refuses_what_it_cannot_do_and_lists_without_changing(fake):
+    none = fake("rollback", "prod")
+    assert none.returncode == 1 and "no release history" in none.stderr
+    past = fake("rollback", "prod", "--to", "3", FAKE_RELEASES=RELEASES)
+    assert past.returncode != 0 and "goes past the oldest" in past.stderr
+    assert not any(c.startswith(("config set", "up ")) for c in past.calls)
+    bad = fake("rollback", "prod", "--to", "x")
+    assert bad.returncode == 2 and "--to takes" in bad.stderr
+    listed = fake("rollback", "prod", "--list", FAKE_RELEASES=RELEASES)
+    assert listed.returncode == 0 and "(running)" in listed.stdout and "reg/api:1" in listed.stdout
+    assert not any(c.startswith(("config set", "up ")) for c in listed.calls)

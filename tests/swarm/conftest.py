@@ -133,6 +133,12 @@ class Swarm:
     def edge_nodes(self) -> list[Node]:
         return [self.nodes[i - 1] for i in EDGE_NODES]
 
+    def start_server(self, index: int) -> Node:
+        """A further bare server on the swarm's network (the runbooks' new machine)."""
+        node = make_node(index)
+        node.harness("start-server", timeout=1800)
+        return node
+
     def docker(self, args: str, *, check: bool = True, timeout: int = 120) -> subprocess.CompletedProcess[str]:
         """The swarm's docker CLI, on a running manager."""
         return self.manager.sh(f"docker {args}", check=check, timeout=timeout)
@@ -152,9 +158,17 @@ def _check_prerequisites() -> None:
     subprocess.run(["ip", "link", "del", "aimswarmvx0"], capture_output=True)
 
 
-def make_nodes() -> list[Node]:
+# Servers the node runbooks add later (added, then replaced by the next): cleaned up with the rest.
+EXTRA_NODES = (4, 5)
+
+
+def make_node(index: int) -> Node:
     key = Path(HARNESS_CACHE) / "prod-server" / "keys" / "id_ed25519"
-    return [Node(i, f"aim-swarm-{i}", f"{NET_PREFIX}.{10 + i}", 2240 + i, key) for i in (1, 2, 3)]
+    return Node(index, f"aim-swarm-{index}", f"{NET_PREFIX}.{10 + index}", 2240 + index, key)
+
+
+def make_nodes() -> list[Node]:
+    return [make_node(i) for i in (1, 2, 3)]
 
 
 def remove_all(nodes: list[Node]) -> None:
@@ -171,8 +185,9 @@ def swarm_servers() -> Swarm:
     # AI_MEETING_REUSE_SWARM=1 (by hand, with AI_MEETING_KEEP_SWARM=1 before): keep running
     # servers and remove only the stack's services, for a quicker edit-and-run loop.
     reuse = os.environ.get("AI_MEETING_REUSE_SWARM") == "1"
+    extra = [make_node(i) for i in EXTRA_NODES]
     if not reuse:
-        remove_all(nodes)
+        remove_all(nodes + extra)
     try:
         for node in nodes:
             node.harness("start-server", timeout=1800)
@@ -191,7 +206,7 @@ def swarm_servers() -> Swarm:
         yield Swarm(nodes, pebble)
     finally:
         if os.environ.get("AI_MEETING_KEEP_SWARM") != "1":
-            remove_all(nodes)
+            remove_all(nodes + extra)
 
 
 def quote(s: str) -> str:

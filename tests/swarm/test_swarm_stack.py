@@ -12,6 +12,7 @@ what a team does with it, each under load where it matters, each followed by
 - a rolling API update (start-first) drops no request;
 - a release that never becomes healthy is rolled back by Swarm itself, the `up` fails;
 - the drain runbook moves the API without a failed request;
+- the add-a-node and replace-a-node runbooks, each by one `up`;
 - nodes[0] (a manager) dies: the site keeps serving, an `up` goes through another manager;
 - the data written at the start is still there; `pulumi destroy` leaves every node clean.
 
@@ -435,6 +436,54 @@ def test_drain_runbook_moves_the_api_without_a_failed_request(deployment: Deploy
     deployment.expect_no_changes()  # the program never changes availability
     deployment.swarm.docker(f"node update --availability active {node}")
     deployment.expect_no_changes()
+
+
+def node_states(deployment: Deployment) -> dict[str, str]:
+    out = deployment.swarm.docker("node ls --format '{{.Hostname}} {{.Status}}'").stdout
+    return dict(line.split(maxsplit=1) for line in out.splitlines() if line.strip())
+
+
+def test_add_then_replace_a_node_runbooks(deployment: Deployment, record) -> None:
+    """README, Swarm runbooks, exactly their steps: "Add a node" (a fresh bare server added to
+    `target.nodes`, one `up` bootstraps it, opens the other nodes' firewalls to it, joins and
+    labels it and gives it its images; `docker service update --force` spreads the API onto it
+    under load), then "A node failed; replace it" (that server dies, `docker node rm --force`,
+    its entry changed to a new server, one `up`)."""
+    swarm = deployment.swarm
+    added = swarm.start_server(4)
+    target = deployment.project.stack_config()["ai-meeting:target"]
+    target["nodes"].append(added.config("worker", {}))
+    deployment.project.configure(target=target)
+    deployment.up("add a node (runbook): one up bootstraps, joins, labels it")
+    assert node_states(deployment).get(added.name) == "Ready", node_states(deployment)
+    assert added.sh(f"docker image inspect -f ok {ROLLOUT_TO}").stdout.strip() == "ok", "the API image was not uploaded"
+    deployment.expect_no_changes()
+    with LoadLoop(EDGE_HTTPS_PORT, "/api/health", workers=3, timeout=15, max_seconds=600) as load:
+        started = time.monotonic()
+        swarm.docker(f"service update --force --detach=false --quiet {PREFIX}-api", timeout=600)
+        TIMINGS["service update --force (spread the API, runbook)"] = time.monotonic() - started
+    r = load.result
+    spread = sorted(deployment.running_nodes("api"))
+    FIGURES.append(f"add a node, spread the API under load: {r.summary()}; API tasks on {spread}")
+    record("swarm: add a node and spread the API (runbook) under load", f"{len(r.failed)} failed of {r.total}", "0 failed",
+           not r.failed)
+    assert not r.failed, r.summary()
+    deployment.expect_no_changes()
+
+    # The new node fails for good; replace it with another server.
+    subprocess.run(["docker", "kill", added.name], check=True, capture_output=True)
+    wait_for(f"{added.name} marked Down", lambda: node_states(deployment).get(added.name) == "Down", timeout=180)
+    swarm.docker(f"node rm --force {added.name}")
+    replacement = swarm.start_server(5)
+    target["nodes"][-1] = replacement.config("worker", {})
+    deployment.project.configure(target=target)
+    deployment.up("replace a failed node (runbook): one up with the new server's entry")
+    states = node_states(deployment)
+    assert states.get(replacement.name) == "Ready" and added.name not in states, states
+    wait_for("3 running API tasks", lambda: len(deployment.running_nodes("api")) == 3, timeout=300)
+    assert get("/api/health")[0] == 200
+    deployment.expect_no_changes()
+    swarm.nodes.append(replacement)  # checked clean by the destroy test
 
 
 def test_losing_the_first_manager_keeps_serving_and_up_goes_through_another(deployment: Deployment, record) -> None:

@@ -37,6 +37,10 @@ class Declared:
     secret_inputs: set[str] = field(default_factory=set)
 
 
+# What a StackReference to the stack itself reads (tests set it to simulate an earlier update).
+PREVIOUS_OUTPUTS: dict[str, Any] = {}
+
+
 @dataclass
 class Recorder(pulumi.runtime.Mocks):
     resources: list[Declared] = field(default_factory=list)
@@ -48,6 +52,9 @@ class Recorder(pulumi.runtime.Mocks):
             outputs["result"] = ("Ab1" * 30)[: int(outputs.get("length", 40))]
         elif t == "random:index/randomBytes:RandomBytes":
             outputs["base64"] = "b" * 88
+        elif t == "pulumi:pulumi:StackReference":
+            # The stack's own previous outputs (components/releases.py): none on a first up.
+            outputs = {"name": outputs.get("name", ""), "outputs": dict(PREVIOUS_OUTPUTS), "secretOutputNames": []}
         elif t == "docker:index/remoteImage:RemoteImage":
             outputs["image_id"] = f"sha256:{args.inputs['name']}"
             outputs["imageId"] = outputs["image_id"]

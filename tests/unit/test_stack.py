@@ -42,7 +42,11 @@ def test_every_container_keeps_the_invariants(deployed):
     for c in containers:
         where = f"container {c.name}"
         assert c.inputs["restart"] == "unless-stopped", where
-        assert c.inputs["wait"] is True and c.inputs["waitTimeout"] >= 60, where
+        # At least as long as the container's healthcheck needs to give up (no premature failure).
+        hc = c.inputs["healthcheck"]
+        secs = {k: int(hc[k].rstrip("s")) for k in ("interval", "timeout", "startPeriod")}
+        assert c.inputs["wait"] is True and c.inputs["waitTimeout"] >= min(
+            secs["startPeriod"] + hc["retries"] * secs["interval"] + secs["timeout"], 120), where
         assert c.inputs["healthcheck"]["tests"][0] in ("CMD", "CMD-SHELL"), where
         assert float(c.inputs["cpus"]) > 0 and c.inputs["memory"] >= 64, where
         assert c.inputs["logDriver"] == "json-file" and c.inputs["logOpts"]["max-size"], where
@@ -312,3 +316,16 @@ def test_every_container_is_least_privileged_and_gets_its_pids_limit(deployed):
     assert {"from_container": "nginx-files-id:ro"} == {"from_container": v["fromContainer"] for v in nginx.inputs["volumes"]
                                                         if v.get("fromContainer")}
     assert "/etc/nginx/upstreams/.mountpoint" in {u["file"] for u in carrier.inputs["uploads"]}
+
+
+def test_a_never_healthy_api_replica_fails_when_its_healthcheck_gives_up(tmp_path, monkeypatch):
+    """The provider waits for "healthy" only: the API's wait ends when Docker has declared the
+    replica unhealthy (20 s start period + 15 probes 2 s apart + a 5 s timeout), not at
+    api.start_timeout; the datastores keep their long first-start wait."""
+    monkeypatch.setenv("AI_MEETING_CACHE", str(tmp_path))
+    d = deploy(config("dev"))
+    waits = {c.name: c.inputs.get("waitTimeout") for c in d.recorder.of_type("container:Container")}
+    assert waits["api-1"] == 55, waits
+    assert waits["postgres"] == 300, waits
+    slow = deploy(config("dev", api={"start_period": 90, "start_timeout": 100}))
+    assert {c.name: c.inputs.get("waitTimeout") for c in slow.recorder.of_type("container:Container")}["api-1"] == 100
