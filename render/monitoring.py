@@ -20,6 +20,7 @@ from ._templating import check_hostname, check_path
 # The backup script writes this gauge (unix time of the last complete backup) into the node
 # exporter's textfile directory on servers.
 BACKUP_METRIC = "ai_meeting_backup_last_success_timestamp_seconds"
+BACKUP_FAILED_METRIC = "ai_meeting_backup_last_run_failed"  # 1 after a failed run (backup.sh)
 RULES_PATH = "/etc/prometheus/alert-rules.yml"
 DATASOURCE_UID = "ai-meeting-prometheus"
 DASHBOARD_DIR = "/var/lib/grafana/dashboards"
@@ -260,6 +261,16 @@ def alert_rules(a: AlertSettings) -> list[dict]:
                 "annotations": {
                     "summary": f"The last complete backup is older than {a.backup_max_age_hours} h",
                     "description": "Last backup {{ $value | humanizeDuration }} ago; see <install_dir>/logs/backup.log.",
+                },
+            },
+            {
+                "alert": "BackupFailed",
+                "expr": f"{BACKUP_FAILED_METRIC} == 1",
+                "labels": {"severity": "critical"},
+                "annotations": {
+                    "summary": "The last backup run failed",
+                    "description": "See <install_dir>/logs/backup.log; the partial backup is kept as <stamp>.failed and "
+                                   "older backups are not pruned.",
                 },
             },
             {

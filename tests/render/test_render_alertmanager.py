@@ -3,7 +3,16 @@
 `alerting:` section by `promtool check config`; secrets stay where they belong."""
 from __future__ import annotations
 
+import contextlib
+import email
+import json
+import socket
 import subprocess
+import threading
+import time
+import urllib.request
+from datetime import datetime, timedelta, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -116,40 +125,16 @@ def test_bad_settings_are_refused_naming_the_field(make, words):
         make()
 
 
-# ---- a real delivery: Alertmanager with the rendered config notifies a webhook --------------------
+# ---- a real delivery: Alertmanager with the rendered config notifies a person ---------------------
 
-@pytest.mark.docker
-def test_rendered_config_delivers_an_alert_and_its_resolution_to_a_webhook(images, tmp_path):
-    """The real alertmanager (images/alertmanager) with a rendered config: an alert posted to its
-    API reaches a webhook receiver on this machine, then its resolution (send_resolved)."""
-    import json
-    import socket
-    import threading
-    import time
-    import urllib.request
-    from datetime import datetime, timedelta, timezone
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-    received: list[dict] = []
-
-    class Hook(BaseHTTPRequestHandler):
-        def do_POST(self):
-            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(200)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    # Alertmanager runs in the host's network namespace (loopback only, no cluster port): it
-    # reaches the receiver on 127.0.0.1 whatever the engine's bridge setup.
-    hook = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
-    threading.Thread(target=hook.serve_forever, daemon=True).start()
+@contextlib.contextmanager
+def running_alertmanager(settings: AlertmanagerSettings, tmp_path: Path):
+    """The real alertmanager (images/alertmanager) with a rendered config, in the host's network
+    namespace (loopback only, no cluster port): it reaches receivers on 127.0.0.1 whatever the
+    engine's bridge setup. Yields its API base URL."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         api_port = s.getsockname()[1]
-    settings = AlertmanagerSettings(webhook_urls=(f"http://127.0.0.1:{hook.server_address[1]}/alerts",),
-                                    group_wait="1s", group_interval="2s", repeat_interval="1h")
     (tmp_path / "alertmanager.yml").write_text(render_alertmanager_config(settings))
     tmp_path.chmod(0o755)
     (tmp_path / "alertmanager.yml").chmod(0o644)
@@ -169,33 +154,115 @@ def test_rendered_config_delivers_an_alert_and_its_resolution_to_a_webhook(image
             except OSError:
                 assert time.monotonic() < deadline, subprocess.run(["docker", "logs", name], capture_output=True, text=True).stderr[-2000:]
                 time.sleep(0.5)
-
-        def post(ends: datetime | None) -> float:
-            now = datetime.now(timezone.utc)
-            alert = {"labels": {"alertname": "TargetDown", "service": "api", "instance": "api-2:9090", "severity": "critical"},
-                     "annotations": {"summary": "api target api-2:9090 is down"},
-                     "startsAt": (now - timedelta(minutes=3)).isoformat()}
-            if ends:
-                alert["endsAt"] = ends.isoformat()
-            req = urllib.request.Request(f"{base}/api/v2/alerts", data=json.dumps([alert]).encode(),
-                                         headers={"Content-Type": "application/json"}, method="POST")
-            urllib.request.urlopen(req, timeout=5).read()
-            return time.monotonic()
-
-        def wait_for(status: str, since: float) -> float:
-            while time.monotonic() - since < 30:
-                if any(n["status"] == status for n in received):
-                    return time.monotonic() - since
-                time.sleep(0.2)
-            raise AssertionError(f"no {status} notification within 30 s; got {received}")
-
-        fired = wait_for("firing", post(None))
-        resolved = wait_for("resolved", post(datetime.now(timezone.utc)))
+        try:
+            yield base
+        except AssertionError as exc:
+            logs = subprocess.run(["docker", "logs", name], capture_output=True, text=True).stderr[-3000:]
+            raise AssertionError(f"{exc}\n--- alertmanager's log\n{logs}") from None
     finally:
         subprocess.run(["docker", "rm", "-f", name], capture_output=True)
+
+
+def post_alert(base: str, ends: datetime | None = None) -> float:
+    """A TargetDown alert (or its end) posted to Alertmanager's API, as Prometheus posts it."""
+    now = datetime.now(timezone.utc)
+    alert = {"labels": {"alertname": "TargetDown", "service": "api", "instance": "api-2:9090", "severity": "critical"},
+             "annotations": {"summary": "api target api-2:9090 is down"},
+             "startsAt": (now - timedelta(minutes=3)).isoformat()}
+    if ends:
+        alert["endsAt"] = ends.isoformat()
+    req = urllib.request.Request(f"{base}/api/v2/alerts", data=json.dumps([alert]).encode(),
+                                 headers={"Content-Type": "application/json"}, method="POST")
+    urllib.request.urlopen(req, timeout=5).read()
+    return time.monotonic()
+
+
+def wait_until(what: str, check, since: float, timeout: float = 30) -> float:
+    while time.monotonic() - since < timeout:
+        if check():
+            return time.monotonic() - since
+        time.sleep(0.2)
+    raise AssertionError(f"no {what} within {timeout:.0f} s")
+
+
+FAST = dict(group_wait="1s", group_interval="2s", repeat_interval="1h")
+
+
+@pytest.mark.docker
+def test_rendered_config_delivers_an_alert_and_its_resolution_to_a_webhook(images, tmp_path):
+    """An alert posted to the real Alertmanager reaches a webhook receiver on this machine,
+    then its resolution (send_resolved)."""
+    received: list[dict] = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self):
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    hook = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=hook.serve_forever, daemon=True).start()
+    settings = AlertmanagerSettings(webhook_urls=(f"http://127.0.0.1:{hook.server_address[1]}/alerts",), **FAST)
+    try:
+        with running_alertmanager(settings, tmp_path) as base:
+            def got(status: str):
+                return lambda: any(n["status"] == status for n in received)
+            fired = wait_until("firing webhook", got("firing"), post_alert(base))
+            resolved = wait_until("resolved webhook", got("resolved"), post_alert(base, datetime.now(timezone.utc)))
+    finally:
         hook.shutdown()
         hook.server_close()
     note = received[0]
     assert note["receiver"] == "ai-meeting" and note["alerts"][0]["labels"]["instance"] == "api-2:9090"
     assert note["groupLabels"] == {"alertname": "TargetDown", "service": "api", "instance": "api-2:9090"}
     print(f"alertmanager -> webhook: firing after {fired:.1f} s, resolved after {resolved:.1f} s")
+
+
+@pytest.mark.docker
+def test_rendered_config_delivers_an_alert_and_its_resolution_by_email(images, tmp_path):
+    """The e-mail receiver for real: Alertmanager speaks SMTP (with AUTH over a plain connection
+    when require_tls is off, as a relay on the same host would take it) to a real SMTP server
+    (aiosmtpd) on this machine; the alert and then its resolution arrive, to every address."""
+    from aiosmtpd.controller import Controller
+    from aiosmtpd.smtp import AuthResult, LoginPassword
+
+    mails: list[tuple[list[str], email.message.Message]] = []
+    logins: list[str] = []
+
+    class Inbox:
+        async def handle_DATA(self, server, session, envelope):
+            mails.append((list(envelope.rcpt_tos), email.message_from_bytes(envelope.content)))
+            return "250 OK"
+
+    def authenticator(server, session, envelope, mechanism, auth_data):
+        ok = isinstance(auth_data, LoginPassword) and (auth_data.login, auth_data.password) == (b"alerts", b"s3cret-pw")
+        if ok:
+            logins.append(mechanism)
+        return AuthResult(success=ok)
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        smtp_port = s.getsockname()[1]
+    # PLAIN only: aiosmtpd's LOGIN prompts "User Name" where Alertmanager expects "Username:".
+    smtp = Controller(Inbox(), hostname="127.0.0.1", port=smtp_port, authenticator=authenticator,
+                      auth_require_tls=False, auth_required=True, auth_exclude_mechanism=["LOGIN"])
+    smtp.start()
+    receiver = EmailReceiver(to=("ops@example.com", "oncall@example.org"), sender="alerts@example.com",
+                             smarthost=f"127.0.0.1:{smtp_port}", auth_username="alerts", auth_password="s3cret-pw",
+                             require_tls=False)
+    try:
+        with running_alertmanager(AlertmanagerSettings(email=receiver, **FAST), tmp_path) as base:
+            def got(word: str):
+                return lambda: any(word in str(m["Subject"]) for _, m in mails)
+            fired = wait_until("firing e-mail", got("FIRING"), post_alert(base))
+            resolved = wait_until("resolved e-mail", got("RESOLVED"), post_alert(base, datetime.now(timezone.utc)))
+    finally:
+        smtp.stop()
+    first = next(m for _, m in mails if "FIRING" in str(m["Subject"]))
+    assert "TargetDown" in str(first["Subject"]) and first["From"] == "alerts@example.com", first["Subject"]
+    assert sorted(r for rcpts, m in mails if m is first for r in rcpts) == ["oncall@example.org", "ops@example.com"]
+    assert logins, "Alertmanager did not authenticate"
+    print(f"alertmanager -> e-mail: firing after {fired:.1f} s, resolved after {resolved:.1f} s")

@@ -92,6 +92,7 @@ def test_backup_then_restore_round_trip(world, cluster):
 
     r = run(install / "bin/backup.sh", env)
     assert r.returncode == 0, r.stdout + r.stderr
+    assert run_failed_metric(install) == "0"
     dirs = [d for d in Path(s.backup_dir).iterdir() if d.name[:2] == "20" and d.name != old.name]
     assert len(dirs) == 1
     b = dirs[0]
@@ -170,9 +171,17 @@ def test_failed_backup_exits_nonzero_and_keeps_old_backups(world):
     r = run(install / "bin/backup.sh", env)
     assert r.returncode == 1
     assert "ERROR: postgres backup failed" in r.stdout
+    assert run_failed_metric(install) == "1", "a failed run must raise BackupFailed"
     assert old.exists()  # no pruning after a failed run
     failed = list(Path(s.backup_dir).glob("*.failed"))
     assert len(failed) == 1
     r = run(install / "bin/restore.sh", env, str(failed[0]), "--yes")
     assert r.returncode == 1 and "postgres part of this backup failed" in r.stderr
     assert "stop" not in (root / "events.log").read_text()  # refused before touching anything
+
+
+def run_failed_metric(install: Path) -> str:
+    """What backup.sh's exit trap left for the node exporter: the value of the run metric."""
+    prom = install / "metrics/ai_meeting_backup_run.prom"
+    assert stat.S_IMODE(prom.stat().st_mode) == 0o644, "the node exporter (nobody) cannot read it"
+    return next(l.split()[-1] for l in prom.read_text().splitlines() if l.startswith("ai_meeting_backup_last_run_failed "))

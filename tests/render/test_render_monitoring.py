@@ -123,8 +123,9 @@ def test_intervals_and_for_durations_come_from_the_settings():
 
 
 def test_backup_alerts_only_where_backups_run():
-    assert {"BackupTooOld", "BackupMissing"} <= {r["alert"] for r in alert_rules(AlertSettings())}
-    assert not {"BackupTooOld", "BackupMissing"} & {r["alert"] for r in alert_rules(AlertSettings(backups=False))}
+    backup_alerts = {"BackupTooOld", "BackupMissing", "BackupFailed"}
+    assert backup_alerts <= {r["alert"] for r in alert_rules(AlertSettings())}
+    assert not backup_alerts & {r["alert"] for r in alert_rules(AlertSettings(backups=False))}
     assert BACKUP_METRIC in render_alert_rules(AlertSettings())
 
 
