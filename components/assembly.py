@@ -256,6 +256,7 @@ def backup_settings(cfg: StackConfig) -> BackupSettings:
         app_labels=(f"{LABEL_NAME}={prefix}-api",),
         swarm=cfg.target.kind == "swarm",
         api_service=f"{prefix}-api",
+        drill_schedule=cfg.backup.drill_schedule,
     )
 
 
@@ -277,6 +278,8 @@ def alert_settings(cfg: StackConfig) -> AlertSettings:
         certificate_min_days=a.certificate_min_days,
         certificate_for=a.certificate_for,
         backups=backups_enabled(cfg),
+        restore_drills=cfg.backup.drill_schedule is not None,
+        drill_max_age_days=a.restore_drill_max_age_days,
         expected_api_replicas=cfg.api.replicas if cfg.target.kind == "swarm" else None,
     )
 

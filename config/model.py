@@ -486,10 +486,14 @@ class BackupConfig(Strict):
     schedule: str = "0 2 * * *"  # nightly at 02:00 server time (§8.3)
     retention_days: int = Field(default=30, ge=1, le=3650)
     dir: str = "/opt/ai-meeting/backups"
+    # The restore drill (README: Restore drills): weekly, Sunday 04:30; null turns it off.
+    drill_schedule: str | None = "30 4 * * 0"
 
-    @field_validator("schedule")
+    @field_validator("schedule", "drill_schedule")
     @classmethod
-    def _cron(cls, v: str) -> str:
+    def _cron(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
         if not _CRON.match(v):
             raise ValueError(f"'{v}' is not a 5-field cron schedule like '0 2 * * *'")
         # cron refuses the whole file for a value out of its field's range ("0 25 * * *")
@@ -522,6 +526,8 @@ class AlertConfig(Strict):
     disk_for: str = "10m"
     backup_max_age_hours: int = Field(default=26, ge=1, le=24 * 30)
     backup_for: str = "10m"
+    # RestoreDrillTooOld / RestoreDrillMissing: the last good weekly drill older than this.
+    restore_drill_max_age_days: int = Field(default=8, ge=1, le=90)
     certificate_min_days: int = Field(default=14, ge=1, le=365)
     certificate_for: str = "1h"
 

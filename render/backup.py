@@ -35,6 +35,8 @@ class BackupSettings:
     # script runs (task containers have generated names).
     swarm: bool = False
     api_service: str = "ai-meeting-api"  # swarm: scaled to 0 during a restore
+    # The weekly restore drill (restore-drill.sh); None: no drill.
+    drill_schedule: str | None = "30 4 * * 0"
 
     def __post_init__(self) -> None:
         check_path(self.install_dir, "install_dir")
@@ -43,6 +45,8 @@ class BackupSettings:
             raise ValueError(f"backup_dir: {self.backup_dir!r} must be its own directory")
         check_positive(self.retention_days, "retention_days", 1)
         check_cron_schedule(self.schedule, "schedule")
+        if self.drill_schedule is not None:
+            check_cron_schedule(self.drill_schedule, "drill_schedule")
         for field in ("postgres_container", "redis_container", "minio_container", "proxy_container", "api_service", "db_name", "db_user",
                       "redis_aof_dirname", "redis_aof_filename"):
             check_ident(getattr(self, field), field)
@@ -72,6 +76,10 @@ class BackupSettings:
         return f"{self.install_dir.rstrip('/')}/bin/restore.sh"
 
     @property
+    def drill_script_path(self) -> str:
+        return f"{self.install_dir.rstrip('/')}/bin/restore-drill.sh"
+
+    @property
     def log_file(self) -> str:
         return f"{self.install_dir.rstrip('/')}/logs/backup.log"
 
@@ -87,6 +95,10 @@ def render_restore_script(s: BackupSettings) -> str:
     return render("restore.sh.j2", s=s)
 
 
+def render_restore_drill_script(s: BackupSettings) -> str:
+    return render("restore-drill.sh.j2", s=s)
+
+
 def render_backup_cron(s: BackupSettings) -> str:
     return render("backup.cron.j2", s=s, lock_file="/run/lock/ai-meeting-backup.lock",
-                  script_path=s.backup_script_path)
+                  script_path=s.backup_script_path, drill_script_path=s.drill_script_path)

@@ -21,6 +21,8 @@ from ._templating import check_hostname, check_path
 # exporter's textfile directory on servers.
 BACKUP_METRIC = "ai_meeting_backup_last_success_timestamp_seconds"
 BACKUP_FAILED_METRIC = "ai_meeting_backup_last_run_failed"  # 1 after a failed run (backup.sh)
+DRILL_METRIC = "ai_meeting_restore_drill_last_success_timestamp_seconds"  # restore-drill.sh
+DRILL_FAILED_METRIC = "ai_meeting_restore_drill_last_run_failed"
 RULES_PATH = "/etc/prometheus/alert-rules.yml"
 DATASOURCE_UID = "ai-meeting-prometheus"
 DASHBOARD_DIR = "/var/lib/grafana/dashboards"
@@ -55,6 +57,10 @@ class AlertSettings:
     certificate_for: str = "1h"
     # Only where backups run (servers): elsewhere a missing backup metric is no alert.
     backups: bool = True
+    # Where the weekly restore drill runs (servers with backups and backup.drill_schedule): the
+    # last good drill older than this, or the last drill failed, alerts.
+    restore_drills: bool = True
+    drill_max_age_days: int = 8
     # Docker Swarm: a task that stops vanishes from DNS instead of being scraped as down, so
     # TargetDown also fires when fewer API tasks than this answer.
     expected_api_replicas: int | None = None
@@ -283,6 +289,40 @@ def alert_rules(a: AlertSettings) -> list[dict]:
                 "annotations": {
                     "summary": f"No backup metric for {a.backup_max_age_hours} h",
                     "description": f"{BACKUP_METRIC} is missing: the backup never completed or its metric file is gone.",
+                },
+            },
+        ]
+    if a.backups and a.restore_drills:
+        max_age = a.drill_max_age_days * 86400
+        rules += [
+            {
+                "alert": "RestoreDrillFailed",
+                "expr": f"{DRILL_FAILED_METRIC} == 1",
+                "labels": {"severity": "critical"},
+                "annotations": {
+                    "summary": "The last restore drill failed: the newest backup may not restore",
+                    "description": "See <install_dir>/logs/restore-drill.log (README: Restore drills).",
+                },
+            },
+            {
+                "alert": "RestoreDrillTooOld",
+                "expr": f"time() - {DRILL_METRIC} > {max_age}",
+                "for": "1h",
+                "labels": {"severity": "warning"},
+                "annotations": {
+                    "summary": f"The last good restore drill is older than {a.drill_max_age_days} days",
+                    "description": "Last good drill {{ $value | humanizeDuration }} ago (README: Restore drills).",
+                },
+            },
+            {
+                # No drill result at all for as long as a drill may be old: it never succeeded.
+                "alert": "RestoreDrillMissing",
+                "expr": f"absent({DRILL_METRIC})",
+                "for": f"{a.drill_max_age_days * 24}h",
+                "labels": {"severity": "warning"},
+                "annotations": {
+                    "summary": f"No good restore drill in {a.drill_max_age_days} days",
+                    "description": f"{DRILL_METRIC} is missing: no drill has succeeded (README: Restore drills).",
                 },
             },
         ]

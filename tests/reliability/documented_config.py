@@ -86,6 +86,7 @@ RULES: dict[str, tuple] = {
     "backup.schedule": ("str",),  # its form: the bad-cron category's own rules
     "backup.retention_days": ("int", 1, None),
     "backup.dir": ("str",),
+    "backup.drill_schedule": ("str",),  # a cron schedule (the bad-cron category's rules), or null: no drill
     "monitoring.enabled": ("bool",),
     "monitoring.grafana": ("bool",),
     "monitoring.grafana_port": PORT,
@@ -100,6 +101,7 @@ RULES: dict[str, tuple] = {
     "monitoring.alerts.disk_for": ("duration",),
     "monitoring.alerts.backup_max_age_hours": ("int", 1, None),
     "monitoring.alerts.backup_for": ("duration",),
+    "monitoring.alerts.restore_drill_max_age_days": ("int", 1, 90),
     "monitoring.alerts.certificate_min_days": ("int", 1, None),
     "monitoring.alerts.certificate_for": ("duration",),
     "monitoring.alertmanager.enabled": ("bool",),

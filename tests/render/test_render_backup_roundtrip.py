@@ -7,9 +7,11 @@ import os
 import shutil
 import stat
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from render.backup import BackupSettings, render_backup_script, render_restore_script
 from render.postgres import render_init_sql
@@ -18,6 +20,7 @@ from render.redis import RedisSettings, render_redis_command
 from render_testlib import PG_BIN, free_port, need_tool
 
 HERE = Path(__file__).parent
+REPO = HERE.parents[1]
 PASSWORD = "r3dis-secret"
 
 
@@ -185,3 +188,93 @@ def run_failed_metric(install: Path) -> str:
     prom = install / "metrics/ai_meeting_backup_run.prom"
     assert stat.S_IMODE(prom.stat().st_mode) == 0o644, "the node exporter (nobody) cannot read it"
     return next(l.split()[-1] for l in prom.read_text().splitlines() if l.startswith("ai_meeting_backup_last_run_failed "))
+
+
+# ---- the restore drill against a real PostgreSQL (the local image) -----------------------------
+
+@pytest.mark.docker
+def test_restore_drill_restores_the_newest_backup_into_a_throwaway_postgres(tmp_path):
+    """restore-drill.sh as rendered: the newest backup's dump restored into a throwaway container
+    of the running PostgreSQL's image and every table's rows counted against the dump; then a
+    changed byte and a dump that does not restore each fail it, and the metric says so while
+    keeping the time of the last good drill."""
+    import gzip
+    import hashlib
+    import re
+    import uuid
+
+    from render.backup import render_restore_drill_script
+    from tests.support import require_engine, require_local_images
+
+    require_engine()
+    require_local_images()
+    image = yaml.safe_load((REPO / "Pulumi.dev.yaml").read_text())["config"]["ai-meeting:images"]["postgres"]
+    running = f"aim-drill-test-pg-{uuid.uuid4().hex[:8]}"
+    subprocess.run(["docker", "run", "-d", "--name", running, "--network", "none", "-e", "POSTGRES_USER=ai_meeting",
+                    "-e", "POSTGRES_DB=ai_meeting", "-e", "POSTGRES_PASSWORD=x", image], check=True, capture_output=True)
+    drills_left = lambda: subprocess.run(  # noqa: E731
+        ["docker", "ps", "-aq", "-f", "label=ai-meeting.kind=drill"], capture_output=True, text=True).stdout.split()
+    try:
+        def psql(sql: str) -> str:
+            for _ in range(120):
+                r = subprocess.run(["docker", "exec", running, "psql", "-h", "127.0.0.1", "-tA", "-v", "ON_ERROR_STOP=1",
+                                    "-U", "ai_meeting", "-d", "ai_meeting", "-c", sql], capture_output=True, text=True)
+                if r.returncode == 0 or "does not exist" in r.stderr or "syntax" in r.stderr:
+                    return r.stdout
+                time.sleep(1)
+            raise AssertionError(r.stderr)
+
+        psql("CREATE TABLE meetings (id serial PRIMARY KEY, title text); CREATE TABLE \"Notes\" (body text);"
+             "INSERT INTO meetings (title) SELECT 'm' || g FROM generate_series(1, 40) g;"
+             "INSERT INTO \"Notes\" VALUES ('a'), (E'tab\\there'), ('multi\nline');")
+        backups, install = tmp_path / "backups", tmp_path / "install"
+        good = backups / "20261206_020000"
+        good.mkdir(parents=True)
+        dump = subprocess.run(["docker", "exec", running, "pg_dump", "--clean", "--if-exists", "-U", "ai_meeting", "ai_meeting"],
+                              capture_output=True, check=True).stdout
+        (good / "postgres.sql.gz").write_bytes(gzip.compress(dump))
+
+        def manifest(d: Path) -> None:
+            lines = [f"{hashlib.sha256(f.read_bytes()).hexdigest()}  {f.name}\n" for f in sorted(d.iterdir()) if f.name != "MANIFEST.sha256"]
+            (d / "MANIFEST.sha256").write_text("".join(lines))
+
+        manifest(good)
+        older = backups / "20261130_020000"  # not the newest: the drill takes the newest
+        older.mkdir()
+        s = BackupSettings(install_dir=str(install), backup_dir=str(backups), postgres_container=running)
+        drill = tmp_path / "restore-drill.sh"
+        drill.write_text(render_restore_drill_script(s))
+        prom = install / "metrics/ai_meeting_restore_drill.prom"
+
+        def metric(name: str) -> str | None:
+            m = re.search(rf"^{name} (\S+)$", prom.read_text(), re.M)
+            return m.group(1) if m else None
+
+        ok = subprocess.run(["bash", str(drill)], capture_output=True, text=True, timeout=300)
+        assert ok.returncode == 0, ok.stdout[-3000:] + ok.stderr[-2000:]
+        assert "20261206_020000" in ok.stdout and "2 tables, 43 rows" in ok.stdout, ok.stdout
+        assert metric("ai_meeting_restore_drill_last_run_failed") == "0"
+        good_at = metric("ai_meeting_restore_drill_last_success_timestamp_seconds")
+        assert good_at and abs(float(good_at) - time.time()) < 300
+        assert oct(prom.stat().st_mode & 0o777) == "0o644"
+        assert drills_left() == [], "the throwaway container was left behind"
+
+        # One changed byte: refused by the manifest, the failure recorded, the good time kept.
+        data = bytearray((good / "postgres.sql.gz").read_bytes())
+        data[len(data) // 2] ^= 1
+        (good / "postgres.sql.gz").write_bytes(bytes(data))
+        bad = subprocess.run(["bash", str(drill)], capture_output=True, text=True, timeout=300)
+        assert bad.returncode == 1 and "checksum mismatch" in bad.stdout, bad.stdout
+        assert metric("ai_meeting_restore_drill_last_run_failed") == "1"
+        assert metric("ai_meeting_restore_drill_last_success_timestamp_seconds") == good_at
+
+        # A whole, checksummed dump that does not restore (a row the table refuses).
+        broken = dump.replace(b"FROM stdin;\n", b"FROM stdin;\nnot-a-number\tx\tthird\n", 1)
+        assert broken != dump
+        (good / "postgres.sql.gz").write_bytes(gzip.compress(broken))
+        manifest(good)
+        refused = subprocess.run(["bash", str(drill)], capture_output=True, text=True, timeout=300)
+        assert refused.returncode == 1 and "does not restore" in refused.stdout, refused.stdout[-2000:]
+        assert drills_left() == []
+    finally:
+        subprocess.run(["docker", "rm", "-f", "-v", running], capture_output=True)

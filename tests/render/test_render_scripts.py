@@ -10,7 +10,8 @@ import pytest
 
 from tests.prerequisites import unavailable
 
-from render.backup import BackupSettings, render_backup_cron, render_backup_script, render_restore_script
+from render.backup import (BackupSettings, render_backup_cron, render_backup_script, render_restore_drill_script,
+                           render_restore_script)
 from render.bootstrap import STEP_ORDER, BootstrapSettings, layout_dirs, render_bootstrap_steps
 from render.certbot import (CertbotSettings, render_certbot_cron, render_certbot_deploy_hook,
                             render_certbot_issue_script)
@@ -52,6 +53,7 @@ def all_scripts():
     for v, s in BACKUP_VARIANTS.items():
         yield f"backup-{v}", render_backup_script(s)
         yield f"restore-{v}", render_restore_script(s)
+        yield f"restore-drill-{v}", render_restore_drill_script(s)
     for v, s in CERTBOT_VARIANTS.items():
         yield f"certbot-issue-{v}", render_certbot_issue_script(s)
         yield f"certbot-hook-{v}", render_certbot_deploy_hook(s)
@@ -76,8 +78,12 @@ def test_bootstrap_scripts_noninteractive(name):
 def test_cron_files():
     for s in BACKUP_VARIANTS.values():
         jobs = check_cron_file(render_backup_cron(s))
-        assert len(jobs) == 1 and jobs[0].startswith(s.schedule + " root flock -n ")
+        assert len(jobs) == 2 and jobs[0].startswith(s.schedule + " root flock -n ")
         assert s.backup_script_path in jobs[0]
+        # The weekly drill waits for a running backup (same lock) instead of skipping.
+        assert jobs[1].startswith(f"{s.drill_schedule} root flock -w 7200 ") and s.drill_script_path in jobs[1]
+    no_drill = BackupSettings(drill_schedule=None)
+    assert len(check_cron_file(render_backup_cron(no_drill))) == 1
     for s in CERTBOT_VARIANTS.values():
         jobs = check_cron_file(render_certbot_cron(s))
         assert len(jobs) == 1 and " root certbot renew " in jobs[0]
