@@ -874,6 +874,10 @@ def test_backup_wipe_restore_by_checksum_and_a_corrupted_backup_is_refused(deplo
     s.sudo(f"{INSTALL}/bin/backup.sh", timeout=600)
     stamp = faults.latest_backup(s)
     backups = f"{INSTALL}/backups"
+    # The weekly restore drill on this backup: a throwaway PostgreSQL, every table's count as dumped.
+    drill = s.sudo(f"{INSTALL}/bin/restore-drill.sh {stamp}", timeout=600).stdout
+    assert "OK:" in drill and "every count as in the dump" in drill, drill[-2000:]
+    assert "ai_meeting_restore_drill_last_run_failed 0" in s.sudo(f"cat {INSTALL}/metrics/ai_meeting_restore_drill.prom").stdout
 
     # A corrupted copy: one byte of the Redis snapshot changed, the manifest left as it was.
     bad = f"{backups}/corrupt-{stamp}"

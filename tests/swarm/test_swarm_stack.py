@@ -350,6 +350,10 @@ def test_backup_wipe_restore_round_trip_on_the_data_node(deployment: Deployment,
     latest = n1.sh("ls -1d /opt/ai-meeting/backups/2* | tail -n1").stdout.strip()
     n1.sh(f"cd {latest} && sha256sum -c MANIFEST.sha256")
     assert n1.sh("cat /opt/ai-meeting/metrics/ai_meeting_backup.prom").stdout.count("ai_meeting_backup_last_success") >= 1
+    # The weekly restore drill, run now on the data node: the backup restores, every count as dumped.
+    drill = n1.sh("/opt/ai-meeting/bin/restore-drill.sh", timeout=600).stdout
+    assert "OK:" in drill and "every count as in the dump" in drill, drill[-2000:]
+    assert "ai_meeting_restore_drill_last_run_failed 0" in n1.sh("cat /opt/ai-meeting/metrics/ai_meeting_restore_drill.prom").stdout
     # Wipe: the table, the keys, the object.
     deployment.data_exec("postgres", 'psql -q -U ai_meeting -d ai_meeting -c "DROP TABLE rt"')
     deployment.data_exec("redis", f"{REDIS_CLI} FLUSHALL")
