@@ -5,16 +5,14 @@ again, the resolution arrives too. Seconds from `docker stop`/`start` to each de
 Ends with `pulumi preview --expect-no-changes`, then destroy."""
 from __future__ import annotations
 
-import json
 import re
 import subprocess
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from tests.prerequisites import unavailable
+from tests.support.alerts import Receiver
 
 from tests.e2e.engine import PulumiProject, require_engine, require_local_images
 
@@ -41,42 +39,13 @@ def host_address_for_containers() -> str:
     return m.group(1)
 
 
-class Receiver(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, address: str):
-        self.notes: list[tuple[float, dict]] = []
-
-        class Hook(BaseHTTPRequestHandler):
-            def do_POST(inner):
-                body = json.loads(inner.rfile.read(int(inner.headers["Content-Length"])))
-                self.notes.append((time.monotonic(), body))
-                inner.send_response(200)
-                inner.end_headers()
-
-            def log_message(inner, *args):
-                pass
-
-        super().__init__((address, 0), Hook)
-
-    def wait(self, status: str, instance: str, since: float, limit: float = 180) -> float:
-        while time.monotonic() - since < limit:
-            for at, note in list(self.notes):
-                if at >= since and note["status"] == status and any(
-                        a["labels"].get("instance") == instance and a["labels"]["alertname"] == "TargetDown" for a in note["alerts"]):
-                    return at - since
-            time.sleep(0.5)
-        raise AssertionError(f"no {status} TargetDown for {instance} within {limit} s; received {[n for _, n in self.notes]}")
-
-
 @pytest.fixture(scope="module")
 def deployed(tmp_path_factory):
     env = require_engine()
     require_local_images()
     subprocess.run(["scripts/build-local-images", "alertmanager"], check=True, capture_output=True)
-    receiver = Receiver(host_address_for_containers())
-    threading.Thread(target=receiver.serve_forever, daemon=True).start()
-    url = f"http://{receiver.server_address[0]}:{receiver.server_address[1]}/alerts"
+    receiver = Receiver(host_address_for_containers()).start()
+    url = receiver.url
     p = PulumiProject(tmp_path_factory.mktemp("d2-alerts"), STACK, env, stack_file="Pulumi.dev.yaml")
     p.configure(name_prefix=PREFIX, nginx={"bind_address": "127.0.0.1", "http_port": HTTP, "https_port": HTTPS},
                 loopback_ports=LOOPBACK, api=API,
@@ -90,8 +59,7 @@ def deployed(tmp_path_factory):
         yield p, receiver
     finally:
         p.run("destroy", "--yes", "--stack", STACK, "--skip-preview", check=False, timeout=900)
-        receiver.shutdown()
-        receiver.server_close()
+        receiver.stop()
 
 
 def replica_container(replica: int) -> str:
@@ -108,11 +76,11 @@ def test_a_stopped_replica_is_notified_by_webhook_and_so_is_its_recovery(deploye
     stopped = time.monotonic()
     docker("stop", name)
     try:
-        fired = receiver.wait("firing", "api-2:9090", stopped)
+        fired = receiver.wait("firing", stopped, instance="api-2:9090")
     finally:
         started = time.monotonic()
         docker("start", name)
-    resolved = receiver.wait("resolved", "api-2:9090", started)
+    resolved = receiver.wait("resolved", started, instance="api-2:9090")
     print(f"webhook: TargetDown firing {fired:.1f} s after docker stop (scrape 2 s, for 10 s); "
           f"resolved {resolved:.1f} s after docker start")
     record("dev: API replica stopped -> TargetDown delivered to the webhook by Alertmanager (scrape 2 s, for 10 s)",

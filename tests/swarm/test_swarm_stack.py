@@ -40,7 +40,8 @@ from tests.e2e.engine import PulumiProject, require_engine, require_local_images
 from tests.support import cis
 from tests.e2e.load import LoadLoop
 from tests.support.docker import NEVER_HEALTHY, build_never_healthy_image
-from tests.swarm.conftest import CA_ON_NODES, DOMAIN, EDGE_HTTPS_PORT, FIGURES, TIMINGS, Node, Swarm
+from tests.support.alerts import Receiver
+from tests.swarm.conftest import CA_ON_NODES, DOMAIN, EDGE_HTTPS_PORT, FIGURES, NET_PREFIX, TIMINGS, Node, Swarm
 
 pytestmark = [pytest.mark.swarm, pytest.mark.docker, pytest.mark.toolchain, pytest.mark.e2e]
 
@@ -53,7 +54,7 @@ EDGE = "ai-meeting.edge"
 PREFIX = "aim-swarm"
 # redis-cli in the redis task authenticates with REDISCLI_AUTH from the task's environment.
 REDIS_CLI = "redis-cli"
-MONITORING_IMAGES = ("prometheus", "node_exporter", "blackbox_exporter")
+MONITORING_IMAGES = ("prometheus", "node_exporter", "blackbox_exporter", "alertmanager")
 
 
 def local_images() -> dict[str, str]:
@@ -162,10 +163,16 @@ def deployment(swarm_servers: Swarm, tmp_path_factory) -> Deployment:
         # Backups on the data node (a manager), monitoring as services: the same plan as one server.
         backup={"enabled": True, "schedule": "0 3 * * *"},
         monitoring={"enabled": True, "grafana": False, "scrape_interval": "2s", "evaluation_interval": "2s",
-                    "alerts": {"target_down_for": "10s"}},
+                    "alerts": {"target_down_for": "10s", "backup_for": "10s"},
+                    "alertmanager": {"enabled": True, "group_wait": "1s", "group_interval": "2s", "repeat_interval": "1h"}},
     )
     project.set_secret("target.private_key", swarm_servers.private_key)
+    # Alertmanager (on the data node) notifies a receiver on this machine, at the swarm network's gateway.
+    receiver = Receiver(f"{NET_PREFIX}.1").start()
+    project.set_secret("monitoring.alertmanager.webhook_urls[0]", receiver.url)
+    subprocess.run([str(REPO / "scripts" / "build-local-images"), "alertmanager"], check=True, capture_output=True)
     d = Deployment(project, swarm_servers, images)
+    d.receiver = receiver
     d.configure_images()
     d.up_result = d.up("three bare servers -> swarm stack serving (one pulumi up)")
     # Data written once, checked at the very end (after the rollout, the rollback, the node loss).
@@ -371,6 +378,40 @@ def test_backup_wipe_restore_round_trip_on_the_data_node(deployment: Deployment,
            "rows, keys and object identical by checksum", after == before)
     assert after == before, res.stdout[-3000:]
     assert "backup complete" in out, out
+    deployment.expect_no_changes()
+
+
+def test_backup_alerts_reach_a_person(deployment: Deployment, record) -> None:
+    """Node exporter -> Prometheus -> Alertmanager -> a webhook on this machine: a backup run that
+    fails raises BackupFailed at once, a last good backup 27 h old raises BackupTooOld; a good
+    run then resolves both, and each resolution is delivered too."""
+    n, receiver = deployment.swarm.data_node, deployment.receiver
+    backups = "/opt/ai-meeting/backups"
+    started = time.monotonic()
+    n.sh(f"mv {backups} {backups}.aside && touch {backups}")  # the run cannot write: it fails early
+    try:
+        failed = n.sh("/opt/ai-meeting/bin/backup.sh", check=False, timeout=300)
+    finally:
+        n.sh(f"rm -f {backups} && mv {backups}.aside {backups}")
+    assert failed.returncode != 0
+    assert "ai_meeting_backup_last_run_failed 1" in n.sh("cat /opt/ai-meeting/metrics/ai_meeting_backup_run.prom").stdout
+    backup_failed = receiver.wait("firing", started, alertname="BackupFailed")
+    # The last complete backup 27 h ago, as the metric would read a day after backups stopped.
+    old = int(time.time()) - 27 * 3600
+    too_old_at = time.monotonic()
+    n.sh("printf 'ai_meeting_backup_last_success_timestamp_seconds %s\n' "
+         f"{old} > /opt/ai-meeting/metrics/ai_meeting_backup.prom")
+    too_old = receiver.wait("firing", too_old_at, alertname="BackupTooOld")
+    good_at = time.monotonic()
+    n.sh("/opt/ai-meeting/bin/backup.sh", timeout=600)
+    resolved = max(receiver.wait("resolved", good_at, alertname=a) for a in ("BackupFailed", "BackupTooOld"))
+    FIGURES.append(f"backup alerts delivered: BackupFailed {backup_failed:.1f} s, BackupTooOld {too_old:.1f} s, "
+                   f"both resolved {resolved:.1f} s after a good run started")
+    record("swarm: failed backup -> BackupFailed delivered to the webhook", f"{backup_failed:.1f} s", "<= 60 s",
+           backup_failed <= 60)
+    record("swarm: backup 27 h old -> BackupTooOld delivered (for: 10s)", f"{too_old:.1f} s", "<= 60 s", too_old <= 60)
+    record("swarm: good backup -> both resolutions delivered", f"{resolved:.1f} s", "<= 120 s (the run itself included)",
+           resolved <= 120)
     deployment.expect_no_changes()
 
 
