@@ -108,7 +108,7 @@ class AiMeetingStack(pulumi.ComponentResource):
             else None
         )
         self.pids_limits = apply_pids_limits(shell, site, self)
-        self.releases = release_history(refs["api"], refs["web"], ids["api"], ids["web"])
+        self.releases = release_history(refs["api"], refs["web"], ids["api"], ids["web"], self)
         self.outputs = stack_outputs(cfg, self)
         self.register_outputs(self.outputs)
 

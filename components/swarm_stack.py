@@ -99,7 +99,7 @@ class SwarmStack(pulumi.ComponentResource):
         )
         # The ids of the images this machine uploads; without upload the nodes pull the refs.
         ids = {k: local_image_id(refs[k]) if cfg.images.upload else None for k in ("api", "web")}
-        self.releases = release_history(refs["api"], refs["web"], ids["api"], ids["web"])
+        self.releases = release_history(refs["api"], refs["web"], ids["api"], ids["web"], self)
         self.outputs = swarm_outputs(cfg, self)
         self.register_outputs(self.outputs)
 
