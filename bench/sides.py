@@ -193,7 +193,7 @@ def steps_of(events: list[tuple[float, dict]], t0: float) -> tuple[list[dict], i
                 row["failed"] = "resOpFailedEvent" in e
         elif "summaryEvent" in e:
             rc = e["summaryEvent"].get("resourceChanges") or {}
-            # `read`: the stack reading its own last outputs (release history) changes nothing.
+            # `read`: reading a data source changes nothing.
             changes = sum(n for op, n in rc.items() if op not in ("same", "read"))
     return steps, changes
 

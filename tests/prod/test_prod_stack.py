@@ -486,8 +486,8 @@ def test_a_daemon_json_change_restarts_dockerd_and_stops_no_container_and_no_req
 
 
 def _changed(update: dict[str, Any]) -> dict[str, int]:
-    """What an update did, from `pulumi stack history`: everything but `same` and `read` (the
-    stack reading its own last outputs for the release history changes nothing)."""
+    """What an update did, from `pulumi stack history`: everything but `same` and `read` (reading
+    a data source changes nothing)."""
     assert update.get("result") == "succeeded", update
     return {op: n for op, n in (update.get("resourceChanges") or {}).items() if op not in ("same", "read") and n}
 

@@ -37,10 +37,6 @@ class Declared:
     secret_inputs: set[str] = field(default_factory=set)
 
 
-# What a StackReference to the stack itself reads (tests set it to simulate an earlier update).
-PREVIOUS_OUTPUTS: dict[str, Any] = {}
-
-
 @dataclass
 class Recorder(pulumi.runtime.Mocks):
     resources: list[Declared] = field(default_factory=list)
@@ -52,9 +48,6 @@ class Recorder(pulumi.runtime.Mocks):
             outputs["result"] = ("Ab1" * 30)[: int(outputs.get("length", 40))]
         elif t == "random:index/randomBytes:RandomBytes":
             outputs["base64"] = "b" * 88
-        elif t == "pulumi:pulumi:StackReference":
-            # The stack's own previous outputs (components/releases.py): none on a first up.
-            outputs = {"name": outputs.get("name", ""), "outputs": dict(PREVIOUS_OUTPUTS), "secretOutputNames": []}
         elif t == "docker:index/remoteImage:RemoteImage":
             outputs["image_id"] = f"sha256:{args.inputs['name']}"
             outputs["imageId"] = outputs["image_id"]
@@ -131,11 +124,21 @@ class Deployed:
     secret_outputs: set[str]  # names of outputs that are secrets
 
 
+def _no_previous_releases() -> None:
+    return None
+
+
 def deploy(cfg: StackConfig, stack: str | None = None, tmp_cache: str | None = None) -> Deployed:
     """Declare the whole stack under mocks; return what was declared and the resolved outputs."""
     from components.stack import AiMeetingStack
 
     rec = Recorder()
+    # No stack to read earlier releases from under mocks (a test may patch previous_releases).
+    import components.releases as releases
+
+    original = releases.previous_releases
+    if not getattr(original, "patched", False):
+        releases.previous_releases = _no_previous_releases
     pulumi.runtime.set_mocks(rec, project="ai-meeting", stack=stack or cfg.environment, preview=False)
     result: dict[str, Any] = {}
     secrets: set[str] = set()
@@ -157,5 +160,8 @@ def deploy(cfg: StackConfig, stack: str | None = None, tmp_cache: str | None = N
             s = AiMeetingStack("ai-meeting", cfg)
         return pulumi.Output.from_input(asyncio.ensure_future(resolve(s))).apply(lambda _: None)
 
-    run()
+    try:
+        run()
+    finally:
+        releases.previous_releases = original
     return Deployed(rec, result, secrets)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from components import releases
 from components.releases import KEEP, next_history
-from tests.unit import harness
 from tests.unit.harness import config, deploy
 
 ONE = {"api": "api:1", "web": "web:1", "api_image_id": "sha256:a1", "web_image_id": "sha256:w1"}
@@ -37,10 +37,29 @@ def test_an_unreadable_previous_output_starts_a_new_history(previous):
 
 def test_the_stack_exports_its_releases(tmp_path, monkeypatch):
     monkeypatch.setenv("AI_MEETING_CACHE", str(tmp_path))
-    monkeypatch.setattr(harness, "PREVIOUS_OUTPUTS", {"releases": [{**ONE, "api": "old:1", "deployed_at": "t0"}]})
+
+    def earlier():
+        return [{**ONE, "api": "old:1", "deployed_at": "t0"}]
+
+    earlier.patched = True
+    monkeypatch.setattr(releases, "previous_releases", earlier)
     d = deploy(config("dev"))
-    releases = d.outputs["releases"]
-    assert [r["api"] for r in releases][1:] == ["old:1"]
+    history = d.outputs["releases"]
+    assert [r["api"] for r in history][1:] == ["old:1"]
     cfg = config("dev")
-    assert releases[0]["api"] == cfg.images.api and releases[0]["web"] == cfg.images.web
-    assert releases[0]["api_image_id"] == f"sha256:{cfg.images.api}"  # the mock's image id
+    assert history[0]["api"] == cfg.images.api and history[0]["web"] == cfg.images.web
+    assert history[0]["api_image_id"] == f"sha256:{cfg.images.api}"  # the mock's image id
+
+
+def test_the_previous_releases_come_from_the_cli_and_a_first_deploy_has_none(tmp_path, monkeypatch):
+    """No StackReference (a refresh would report it as drift after every update): the CLI's
+    `stack output`, whose absence on a first deploy means an empty history."""
+    fake = tmp_path / "pulumi"
+    fake.write_text('#!/bin/sh\nif [ -n "$HAS" ]; then echo \'[{"api": "a:1"}]\'; else '
+                    'echo "error: current stack does not have output property \'releases\'" >&2; exit 255; fi\n')
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
+    monkeypatch.setattr(releases.pulumi, "get_stack", lambda: "dev")
+    assert releases.previous_releases() is None
+    monkeypatch.setenv("HAS", "1")
+    assert releases.previous_releases() == [{"api": "a:1"}]
