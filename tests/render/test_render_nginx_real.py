@@ -162,7 +162,7 @@ def https(site: NginxSite, method: str, path: str, headers: dict | None = None, 
 
 
 def http_plain(site: NginxSite, path: str):
-    c = http.client.HTTPConnection("127.0.0.1", site.listen_http, timeout=20)
+    c = http.client.HTTPConnection(site.listen_address or "127.0.0.1", site.listen_http, timeout=20)
     try:
         c.request("GET", path, headers={"Host": "www.ai-meeting.test"})
         r = c.getresponse()
@@ -544,9 +544,9 @@ def test_any_edge_node_answers_the_challenge_of_another(tls_cert, nginx_user):
                 sites.append(site)
             for site in sites:
                 for token in ("tok-a", "tok-b"):
-                    status, _, body = http_at(site, f"/.well-known/acme-challenge/{token}")
+                    status, _, body = http_plain(site, f"/.well-known/acme-challenge/{token}")
                     assert (status, body) == (200, f"{token}.thumb".encode()), (site.listen_address, token, status, body)
-                status, _, _ = http_at(site, "/.well-known/acme-challenge/unknown")
+                status, _, _ = http_plain(site, "/.well-known/acme-challenge/unknown")
                 assert status == 404, (site.listen_address, status)
                 # The peer listener serves challenges only.
                 c = http.client.HTTPConnection(site.listen_address, peer_port, timeout=10)
@@ -558,12 +558,3 @@ def test_any_edge_node_answers_the_challenge_of_another(tls_cert, nginx_user):
         for tmp in tmps:
             shutil.rmtree(tmp, ignore_errors=True)
 
-
-def http_at(site: NginxSite, path: str):
-    c = http.client.HTTPConnection(site.listen_address, site.listen_http, timeout=20)
-    try:
-        c.request("GET", path, headers={"Host": "ai-meeting.test"})
-        r = c.getresponse()
-        return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
-    finally:
-        c.close()
