@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import pulumi
 
 from config.model import EDGE_LABEL, SshTarget, StackConfig, SwarmNode
-from render.backup import BackupSettings
+from render.backup import BackupSettings, OffsiteSettings
 from render.bootstrap import BootstrapSettings
 from render.certbot import CertbotSettings
 from render.monitoring import (
@@ -31,6 +31,7 @@ from render.monitoring import (
 from render.nginx import Maintenance, NginxSite
 
 from . import catalogue
+from .backups import OffsiteCredentials
 from .api import replica_alias
 from .bootstrap import BootstrapArgs
 from .images import MONITORING, SERVICES
@@ -120,6 +121,7 @@ def bootstrap_args(cfg: StackConfig, user: str, ssh_port: int, *, swarm: bool = 
             min_disk_gb=b.min_disk_gb,
             preflight_mode=b.preflight_mode,
             letsencrypt=cfg.tls.mode == "letsencrypt" and edge,  # certbot where nginx runs
+            offsite_backups=cfg.backup.offsite.enabled,
             app_log_uid=cfg.api.log_uid,
             # Unset: live-restore on a single server, off on swarm nodes (swarm mode refuses it;
             # the config model rejects true for a swarm); userland-proxy the other way round.
@@ -257,7 +259,17 @@ def backup_settings(cfg: StackConfig) -> BackupSettings:
         swarm=cfg.target.kind == "swarm",
         api_service=f"{prefix}-api",
         drill_schedule=cfg.backup.drill_schedule,
+        offsite=OffsiteSettings(endpoint=o.endpoint, bucket=o.bucket, prefix=o.prefix, retention_days=o.retention_days)
+        if (o := cfg.backup.offsite).enabled and o.endpoint and o.bucket else None,
     )
+
+
+def offsite_credentials(cfg: StackConfig) -> OffsiteCredentials | None:
+    o = cfg.backup.offsite
+    if not (o.enabled and o.access_key and o.secret_key):
+        return None
+    return OffsiteCredentials(access_key=o.access_key, secret_key=pulumi.Output.secret(o.secret_key.get_secret_value()),
+                              protect=cfg.protect)
 
 
 def backups_enabled(cfg: StackConfig) -> bool:
@@ -279,6 +291,7 @@ def alert_settings(cfg: StackConfig) -> AlertSettings:
         certificate_for=a.certificate_for,
         backups=backups_enabled(cfg),
         restore_drills=cfg.backup.drill_schedule is not None,
+        offsite_backups=cfg.backup.offsite.enabled,
         drill_max_age_days=a.restore_drill_max_age_days,
         expected_api_replicas=cfg.api.replicas if cfg.target.kind == "swarm" else None,
     )

@@ -90,7 +90,8 @@ class AiMeetingStack(pulumi.ComponentResource):
         )
         self.backups = (
             Backups("backups", assembly.backup_settings(cfg), shell,
-                    [self.postgres.container, self.redis.container, self.minio.container], child)
+                    [self.postgres.container, self.redis.container, self.minio.container], child,
+                    offsite=assembly.offsite_credentials(cfg))
             if assembly.backups_enabled(cfg)
             else None
         )
@@ -167,6 +168,7 @@ def stack_outputs(cfg: StackConfig, stack: "AiMeetingStack") -> dict[str, object
     add, don't rename."""
     outputs = common_outputs(cfg, stack.secrets, network=f"{cfg.name_prefix}-network", api=stack.api.upstreams,
                              web=stack.web.upstream, backups=stack.backups is not None)
+    outputs.update(offsite_outputs(cfg, stack.backups))
     if stack.monitoring and stack.monitoring.prometheus_url:
         outputs["prometheus_url"] = stack.monitoring.prometheus_url
     if stack.monitoring and stack.monitoring.grafana_url:
@@ -176,3 +178,18 @@ def stack_outputs(cfg: StackConfig, stack: "AiMeetingStack") -> dict[str, object
         outputs["preflight_report"] = stack.bootstrap.preflight_report
     outputs["releases"] = stack.releases
     return outputs
+
+
+def offsite_outputs(cfg: StackConfig, backups: Backups | None) -> dict[str, object]:
+    """`backup_offsite`: where the copies go and the public recipient; the identity that
+    decrypts them as a secret output (README: Off-site backups)."""
+    key = backups.offsite_key if backups else None
+    if key is None:
+        return {}
+    o = cfg.backup.offsite
+    return {
+        "backup_offsite": {"endpoint": o.endpoint, "bucket": o.bucket, "prefix": o.prefix,
+                           "retention_days": o.retention_days, "recipient": key.recipient,
+                           "restore_command": f"sudo {cfg.install_dir}/bin/offsite-restore.sh latest --identity - --yes"},
+        "backup_offsite_identity": key.identity,
+    }

@@ -19,7 +19,7 @@ import pulumi_docker as docker
 from render.backup import BackupSettings
 
 from . import catalogue, on_swarm
-from .backups import Backups
+from .backups import Backups, OffsiteCredentials
 from .on_swarm import SwarmSite
 from .target import HostShell
 
@@ -38,6 +38,7 @@ class SwarmServicesArgs:
     db_password_rotation: int
     canonical_domain: str
     backup: BackupSettings | None
+    offsite: "OffsiteCredentials | None"
     protect_data: bool  # keep the data volumes on `destroy` (prod)
 
 
@@ -148,7 +149,8 @@ class SwarmServices(pulumi.ComponentResource):
                                           depends_on=[self.api, node_exporter, blackbox, data_volumes, *alertmanager])
             self.monitoring = [node_exporter, blackbox, prometheus, *alertmanager]
         self.backups = (
-            Backups("backups", args.backup, data_node, [self.postgres, self.redis, self.minio], pulumi.ResourceOptions(parent=self))
+            Backups("backups", args.backup, data_node, [self.postgres, self.redis, self.minio], pulumi.ResourceOptions(parent=self),
+                    offsite=args.offsite)
             if args.backup
             else None
         )

@@ -18,7 +18,7 @@ from .catalogue import NginxArgs
 from .images import local_image_id
 from .releases import release_history
 from .secrets import Secrets
-from .stack import common_outputs
+from .stack import common_outputs, offsite_outputs
 from .swarm import SwarmCluster, SwarmClusterArgs, node_key
 from .swarm_services import SwarmServices, SwarmServicesArgs
 from .target import HostShell
@@ -90,6 +90,7 @@ class SwarmStack(pulumi.ComponentResource):
                 db_password_rotation=cfg.rotation.db_password,
                 canonical_domain=cfg.canonical_domain,
                 backup=assembly.backup_settings(cfg) if assembly.backups_enabled(cfg) else None,
+                offsite=assembly.offsite_credentials(cfg),
                 protect_data=cfg.protect,
             ),
             self.cluster.provider,
@@ -113,6 +114,7 @@ def swarm_outputs(cfg: StackConfig, stack: SwarmStack) -> dict[str, object]:
         **common_outputs(cfg, stack.secrets, network=stack.services.network.name, api=[f"api:{cfg.api.port}"],
                          web=f"web:{cfg.web.port}", backups=stack.services.backups is not None),
         "releases": stack.releases,
+        **offsite_outputs(cfg, stack.services.backups),
         "swarm": {
             "manager": target.docker_host,
             "nodes": [

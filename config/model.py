@@ -481,6 +481,49 @@ class WebRtcConfig(Strict):
 # --- operations ----------------------------------------------------------------------
 
 
+class OffsiteBackupConfig(Strict):
+    """A copy of every backup off the server (README: Off-site backups): encrypted on the server
+    with age to a key only the stack holds, uploaded to an S3-compatible bucket."""
+
+    enabled: bool = False
+    endpoint: str | None = None  # https://s3.example.com (S3 API); http:// only for a private network
+    bucket: str | None = None
+    prefix: str = Field(default="", pattern=r"^([a-z0-9][a-z0-9._-]*/)*$")  # e.g. "prod/"
+    access_key: str | None = None
+    secret_key: SecretStr | None = None
+    retention_days: int = Field(default=90, ge=1, le=3650)
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?/?$", v):
+            raise ValueError(f"'{v}' must be an http(s)://host[:port] S3 endpoint")
+        return v.rstrip("/") if v else v
+
+    @field_validator("bucket")
+    @classmethod
+    def _bucket(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$", v):
+            raise ValueError(f"'{v}' is not an S3 bucket name (3-63 of a-z, 0-9, '.', '-')")
+        return v
+
+    @field_validator("access_key")
+    @classmethod
+    def _access_key(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"^[A-Za-z0-9._+=/-]{3,128}$", v):
+            raise ValueError("must be 3-128 of A-Z, a-z, 0-9 and ._+=/-")
+        return v
+
+    @model_validator(mode="after")
+    def _complete(self) -> "OffsiteBackupConfig":
+        if self.enabled:
+            for key in ("endpoint", "bucket", "access_key", "secret_key"):
+                if getattr(self, key) is None:
+                    hint = " (set with `pulumi config set --secret`)" if key == "secret_key" else ""
+                    raise ValueError(f"backup.offsite.{key}: required when backup.offsite.enabled is true{hint}")
+        return self
+
+
 class BackupConfig(Strict):
     enabled: bool = True
     schedule: str = "0 2 * * *"  # nightly at 02:00 server time (§8.3)
@@ -488,6 +531,7 @@ class BackupConfig(Strict):
     dir: str = "/opt/ai-meeting/backups"
     # The restore drill (README: Restore drills): weekly, Sunday 04:30; null turns it off.
     drill_schedule: str | None = "30 4 * * 0"
+    offsite: OffsiteBackupConfig = OffsiteBackupConfig()
 
     @field_validator("schedule", "drill_schedule")
     @classmethod
@@ -818,6 +862,9 @@ class StackConfig(Strict):
                     raise ValueError(
                         f"target.nodes[{i}].user: the bootstrap turns off root SSH login; connect as a sudo user such as 'deploy'"
                     )
+        if self.backup.offsite.enabled and (self.target.kind == "local" or not self.backup.enabled):
+            raise ValueError("backup.offsite.enabled: copies the server's backups off it; it needs backup.enabled "
+                             "and target.kind ssh or swarm")
         if self.maintenance.enabled and isinstance(self.target, SwarmTarget):
             # Swarm's nginx reads an immutable Docker config: switching would roll every nginx task.
             raise ValueError("maintenance.enabled: not available on target.kind swarm yet (only local and ssh targets)")

@@ -1,9 +1,36 @@
 """Backup and restore scripts and their cron entry (plan §8.3-8.4, R16), as pure functions."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from ._templating import check_cron_schedule, check_ident, check_path, check_positive, render
+
+
+@dataclass(frozen=True)
+class OffsiteSettings:
+    """Where each complete backup is copied, encrypted (offsite-backup.sh). The credentials and
+    the age recipient are files on the server (`<install_dir>/etc`, 0600), written by the deploy
+    from secrets: nothing secret is in a script."""
+
+    endpoint: str  # http(s)://host[:port]
+    bucket: str
+    prefix: str = ""
+    retention_days: int = 90
+
+    def __post_init__(self) -> None:
+        if not re.match(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?$", self.endpoint):
+            raise ValueError(f"offsite.endpoint: {self.endpoint!r} must be http(s)://host[:port]")
+        if not re.match(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$", self.bucket):
+            raise ValueError(f"offsite.bucket: {self.bucket!r} is not an S3 bucket name")
+        if not re.match(r"^([a-z0-9][a-z0-9._-]*/)*$", self.prefix):
+            raise ValueError(f"offsite.prefix: {self.prefix!r} must be empty or like prod/ (a-z0-9._- parts)")
+        check_positive(self.retention_days, "offsite.retention_days", 1)
+
+    @property
+    def target(self) -> str:
+        """The mc path of the copies: alias `offsite`, bucket, prefix."""
+        return f"offsite/{self.bucket}/{self.prefix}"
 
 
 @dataclass(frozen=True)
@@ -37,6 +64,8 @@ class BackupSettings:
     api_service: str = "ai-meeting-api"  # swarm: scaled to 0 during a restore
     # The weekly restore drill (restore-drill.sh); None: no drill.
     drill_schedule: str | None = "30 4 * * 0"
+    # A copy of each complete backup off the server, encrypted (offsite-backup.sh); None: none.
+    offsite: OffsiteSettings | None = None
 
     def __post_init__(self) -> None:
         check_path(self.install_dir, "install_dir")
@@ -80,6 +109,18 @@ class BackupSettings:
         return f"{self.install_dir.rstrip('/')}/bin/restore-drill.sh"
 
     @property
+    def offsite_script_path(self) -> str:
+        return f"{self.install_dir.rstrip('/')}/bin/offsite-backup.sh"
+
+    @property
+    def offsite_restore_path(self) -> str:
+        return f"{self.install_dir.rstrip('/')}/bin/offsite-restore.sh"
+
+    @property
+    def etc_dir(self) -> str:
+        return f"{self.install_dir.rstrip('/')}/etc"
+
+    @property
     def log_file(self) -> str:
         return f"{self.install_dir.rstrip('/')}/logs/backup.log"
 
@@ -97,6 +138,16 @@ def render_restore_script(s: BackupSettings) -> str:
 
 def render_restore_drill_script(s: BackupSettings) -> str:
     return render("restore-drill.sh.j2", s=s)
+
+
+def render_offsite_backup_script(s: BackupSettings) -> str:
+    assert s.offsite is not None
+    return render("offsite-backup.sh.j2", s=s, o=s.offsite)
+
+
+def render_offsite_restore_script(s: BackupSettings) -> str:
+    assert s.offsite is not None
+    return render("offsite-restore.sh.j2", s=s, o=s.offsite)
 
 
 def render_backup_cron(s: BackupSettings) -> str:

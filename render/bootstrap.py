@@ -101,6 +101,7 @@ class BootstrapSettings:
     min_docker_version: str = "24.0"
     min_compose_version: str = "2.20"
     letsencrypt: bool = False
+    offsite_backups: bool = False  # age, to encrypt the off-site copies (README: Off-site backups)
     app_log_uid: int = 10001  # the API image's uid: it writes <install_dir>/logs/app
     # Weekly prune of *dangling* images; True also removes unused tagged images older than
     # prune_until (not for offline servers whose images are loaded by hand: see hardening).
@@ -223,7 +224,7 @@ def _prune_cron(s: BootstrapSettings) -> str:
 
 def render_bootstrap_steps(s: BootstrapSettings) -> list[BootstrapStep]:
     steps = [
-        ("packages", {"packages": BASE_PACKAGES}),
+        ("packages", {"packages": BASE_PACKAGES + (("age",) if s.offsite_backups else ())}),
         ("timezone", {}),
         ("firewall", {"ports": s.firewall_ports}),
         ("limits", {}),

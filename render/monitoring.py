@@ -23,6 +23,7 @@ BACKUP_METRIC = "ai_meeting_backup_last_success_timestamp_seconds"
 BACKUP_FAILED_METRIC = "ai_meeting_backup_last_run_failed"  # 1 after a failed run (backup.sh)
 DRILL_METRIC = "ai_meeting_restore_drill_last_success_timestamp_seconds"  # restore-drill.sh
 DRILL_FAILED_METRIC = "ai_meeting_restore_drill_last_run_failed"
+OFFSITE_METRIC = "ai_meeting_backup_offsite_last_success_timestamp_seconds"  # offsite-backup.sh
 RULES_PATH = "/etc/prometheus/alert-rules.yml"
 DATASOURCE_UID = "ai-meeting-prometheus"
 DASHBOARD_DIR = "/var/lib/grafana/dashboards"
@@ -61,6 +62,8 @@ class AlertSettings:
     # last good drill older than this, or the last drill failed, alerts.
     restore_drills: bool = True
     drill_max_age_days: int = 8
+    # backup.offsite: the last off-site copy older than backup_max_age_hours alerts too.
+    offsite_backups: bool = False
     # Docker Swarm: a task that stops vanishes from DNS instead of being scraped as down, so
     # TargetDown also fires when fewer API tasks than this answer.
     expected_api_replicas: int | None = None
@@ -292,6 +295,17 @@ def alert_rules(a: AlertSettings) -> list[dict]:
                 },
             },
         ]
+    if a.backups and a.offsite_backups:
+        rules.append({
+            "alert": "BackupOffsiteTooOld",
+            "expr": f"time() - {OFFSITE_METRIC} > {a.backup_max_age_hours * 3600} or absent({OFFSITE_METRIC})",
+            "for": f"{a.backup_max_age_hours}h",
+            "labels": {"severity": "critical"},
+            "annotations": {
+                "summary": f"No off-site copy of a backup for {a.backup_max_age_hours} h",
+                "description": "See <install_dir>/logs/backup.log (README: Off-site backups).",
+            },
+        })
     if a.backups and a.restore_drills:
         max_age = a.drill_max_age_days * 86400
         rules += [

@@ -86,6 +86,13 @@ RULES: dict[str, tuple] = {
     "backup.schedule": ("str",),  # its form: the bad-cron category's own rules
     "backup.retention_days": ("int", 1, None),
     "backup.dir": ("str",),
+    "backup.offsite.enabled": ("bool",),
+    "backup.offsite.endpoint": ("str",),  # its form: http(s)://host[:port]
+    "backup.offsite.bucket": ("str",),  # its form: an S3 bucket name
+    "backup.offsite.prefix": ("str",),
+    "backup.offsite.access_key": ("str",),
+    "backup.offsite.secret_key": ("str",),
+    "backup.offsite.retention_days": ("int", 1, 3650),
     "backup.drill_schedule": ("str",),  # a cron schedule (the bad-cron category's rules), or null: no drill
     "monitoring.enabled": ("bool",),
     "monitoring.grafana": ("bool",),

@@ -278,3 +278,72 @@ def test_restore_drill_restores_the_newest_backup_into_a_throwaway_postgres(tmp_
         assert drills_left() == []
     finally:
         subprocess.run(["docker", "rm", "-f", "-v", running], capture_output=True)
+
+
+# ---- off-site copies against a real S3 (MinIO) and the real age ---------------------------------
+
+@pytest.mark.docker
+def test_offsite_copy_round_trip_through_a_real_s3_with_age(tmp_path):
+    """offsite-backup.sh as rendered: a complete backup encrypted to the stack's recipient and
+    uploaded to a second MinIO (the bucket made on the way); the server's backups then lost;
+    offsite-restore.sh latest with the identity on stdin brings the same files back (manifest
+    checked); another stack's identity cannot decrypt it."""
+    import hashlib
+    import uuid
+
+    from components.offsite import age_identity, age_recipient, mc_host
+    from render.backup import OffsiteSettings, render_offsite_backup_script, render_offsite_restore_script
+    from tests.support import require_engine, require_local_images
+
+    need_tool("age")
+    require_engine()
+    require_local_images()
+    image = yaml.safe_load((REPO / "Pulumi.dev.yaml").read_text())["config"]["ai-meeting:images"]["minio"]
+    port = free_port()
+    s3 = f"aim-offsite-s3-{uuid.uuid4().hex[:8]}"
+    subprocess.run(["docker", "run", "-d", "--name", s3, "-p", f"127.0.0.1:{port}:9000", "-e", "MINIO_ROOT_USER=offsite",
+                    "-e", "MINIO_ROOT_PASSWORD=offsite-secret/+x", image, "server", "/data"], check=True, capture_output=True)
+    try:
+        install, backups = tmp_path / "install", tmp_path / "backups"
+        s = BackupSettings(install_dir=str(install), backup_dir=str(backups), minio_container=s3,
+                           offsite=OffsiteSettings(endpoint=f"http://127.0.0.1:{port}", bucket="aim-offsite", prefix="prod/"))
+        identity = age_identity("the stack's seed")
+        (install / "etc").mkdir(parents=True)
+        (install / "etc/offsite-recipient").write_text(age_recipient(identity) + "\n")
+        (install / "etc/offsite.env").write_text(
+            f"MC_HOST_offsite={mc_host(s.offsite.endpoint, 'offsite', 'offsite-secret/+x')}\n")
+        (install / "bin").mkdir()
+        (install / "bin/offsite-backup.sh").write_text(render_offsite_backup_script(s))
+        (install / "bin/offsite-restore.sh").write_text(render_offsite_restore_script(s))
+        stamp = "20261206_020000"
+        src = backups / stamp
+        src.mkdir(parents=True)
+        (src / "postgres.sql.gz").write_bytes(os.urandom(4096))
+        (src / "redis-dump.rdb").write_bytes(b"REDIS0011" + os.urandom(100))
+        (src / "MANIFEST.sha256").write_text("".join(
+            f"{hashlib.sha256((src / n).read_bytes()).hexdigest()}  {n}\n" for n in ("postgres.sql.gz", "redis-dump.rdb")))
+        before = {p.name: p.read_bytes() for p in src.iterdir()}
+
+        for _ in range(60):  # MinIO answering
+            if subprocess.run(["docker", "exec", s3, "mc", "ready", "local"], capture_output=True).returncode == 0:
+                break
+            time.sleep(1)
+        up = subprocess.run(["bash", str(install / "bin/offsite-backup.sh"), str(src)], capture_output=True, text=True, timeout=300)
+        assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-2000:]
+        assert "encrypted" in up.stdout
+        listed = subprocess.run(["docker", "exec", "-e", "MC_HOST_x=http://offsite:offsite-secret%2F%2Bx@127.0.0.1:9000", s3,
+                                 "mc", "ls", "x/aim-offsite/prod/"], capture_output=True, text=True).stdout
+        assert f"{stamp}.tar.age" in listed and f"{stamp}.tar.age.sha256" in listed, listed
+        assert "ai_meeting_backup_offsite_last_success_timestamp_seconds" in (install / "metrics/ai_meeting_backup_offsite.prom").read_text()
+
+        shutil.rmtree(backups)  # the server's own copies are gone
+        wrong = subprocess.run(["bash", str(install / "bin/offsite-restore.sh"), "latest", "--identity", "-"],
+                               input=age_identity("another stack") + "\n", capture_output=True, text=True, timeout=300)
+        assert wrong.returncode != 0 and "could not decrypt" in wrong.stdout + wrong.stderr
+        back = subprocess.run(["bash", str(install / "bin/offsite-restore.sh"), "latest", "--identity", "-"],
+                              input=identity + "\n", capture_output=True, text=True, timeout=300)
+        assert back.returncode == 0, back.stdout[-3000:] + back.stderr[-2000:]
+        assert {p.name: p.read_bytes() for p in (backups / stamp).iterdir()} == before
+        assert f"restore.sh {stamp} --yes" in back.stdout
+    finally:
+        subprocess.run(["docker", "rm", "-f", "-v", s3], capture_output=True)

@@ -52,13 +52,14 @@ SETTINGS = PrometheusSettings(
 @pytest.mark.docker
 def test_promtool_accepts_the_config_and_its_rules(images, tmp_path):
     (tmp_path / "prometheus.yml").write_text(render_prometheus_config(SETTINGS))
-    (tmp_path / Path(RULES_PATH).name).write_text(render_alert_rules(AlertSettings()))
+    # Every rule there can be (off-site copies on too).
+    (tmp_path / Path(RULES_PATH).name).write_text(render_alert_rules(AlertSettings(offsite_backups=True)))
     # Mounted where the stack uploads them: the config names the rules by that absolute path.
     res = run_in(PROMETHEUS_IMAGE, "promtool", tmp_path, str(Path(RULES_PATH).parent), "check", "config", "prometheus.yml")
     assert res.returncode == 0, res.stdout + res.stderr
     assert "SUCCESS: 1 rule files found" in res.stdout + res.stderr
     res = run_in(PROMETHEUS_IMAGE, "promtool", tmp_path, "/w", "check", "rules", Path(RULES_PATH).name)
-    assert res.returncode == 0 and "SUCCESS: 11 rules found" in res.stdout, res.stdout + res.stderr
+    assert res.returncode == 0 and "SUCCESS: 12 rules found" in res.stdout, res.stdout + res.stderr
 
 
 @pytest.mark.docker
@@ -120,6 +121,13 @@ def test_intervals_and_for_durations_come_from_the_settings():
     rules = {r["alert"]: r for r in alert_rules(AlertSettings(target_down_for="10s", disk_used_percent=90))}
     assert rules["TargetDown"]["for"] == "10s"
     assert rules["DiskAlmostFull"]["expr"].endswith("> 90")
+
+
+def test_the_offsite_alert_only_with_offsite_copies():
+    rules = {r["alert"]: r for r in alert_rules(AlertSettings(offsite_backups=True))}
+    assert "ai_meeting_backup_offsite_last_success_timestamp_seconds" in rules["BackupOffsiteTooOld"]["expr"]
+    assert rules["BackupOffsiteTooOld"]["for"] == "26h"
+    assert "BackupOffsiteTooOld" not in {r["alert"] for r in alert_rules(AlertSettings())}
 
 
 def test_backup_alerts_only_where_backups_run():

@@ -10,7 +10,8 @@ import pytest
 
 from tests.prerequisites import unavailable
 
-from render.backup import (BackupSettings, render_backup_cron, render_backup_script, render_restore_drill_script,
+from render.backup import (BackupSettings, OffsiteSettings, render_backup_cron, render_backup_script,
+                           render_offsite_backup_script, render_offsite_restore_script, render_restore_drill_script,
                            render_restore_script)
 from render.bootstrap import STEP_ORDER, BootstrapSettings, layout_dirs, render_bootstrap_steps
 from render.certbot import (CertbotSettings, render_certbot_cron, render_certbot_deploy_hook,
@@ -35,6 +36,8 @@ BACKUP_VARIANTS = {
                              schedule="30 1 * * 1-5", app_containers=("ai-meeting-api-1", "ai-meeting-api-2"),
                              app_labels=("ai-meeting.service=api", "ai-meeting.stack=prod"), redis_appendonly=False),
     "swarm": BackupSettings(swarm=True, api_service="ai-meeting-api", app_labels=("ai-meeting.name=ai-meeting-api",)),
+    "offsite": BackupSettings(offsite=OffsiteSettings(endpoint="https://s3.example.com", bucket="aim-backups", prefix="prod/")),
+    "swarm-offsite": BackupSettings(swarm=True, offsite=OffsiteSettings(endpoint="http://10.0.0.9:9000", bucket="b-1")),
 }
 CERTBOT_VARIANTS = {
     "prod": CertbotSettings(domains=("ai-meeting.com", "www.ai-meeting.com"), email="ops@ai-meeting.com"),
@@ -54,6 +57,9 @@ def all_scripts():
         yield f"backup-{v}", render_backup_script(s)
         yield f"restore-{v}", render_restore_script(s)
         yield f"restore-drill-{v}", render_restore_drill_script(s)
+        if s.offsite:
+            yield f"offsite-backup-{v}", render_offsite_backup_script(s)
+            yield f"offsite-restore-{v}", render_offsite_restore_script(s)
     for v, s in CERTBOT_VARIANTS.items():
         yield f"certbot-issue-{v}", render_certbot_issue_script(s)
         yield f"certbot-hook-{v}", render_certbot_deploy_hook(s)
