@@ -54,7 +54,7 @@ class Backups(pulumi.ComponentResource):
             # The recipient (public) and mc's credentials, as two 0600 files under etc/: from
             # stdin, never on a command line or in a script.
             env = pulumi.Output.all(offsite.secret_key).apply(
-                lambda v: f"MC_HOST_offsite={offsite_mc_host(s, offsite.access_key, v[0])}\n")
+                lambda v: offsite_mc_config(s, offsite.access_key, v[0]) + "\n")
             stdin = pulumi.Output.secret(pulumi.Output.concat(self.offsite_key.recipient, "\n", env))
             etc = shlex.quote(s.etc_dir)
             write = (
@@ -62,12 +62,12 @@ class Backups(pulumi.ComponentResource):
                 f"sudo install -d -m 0700 {etc}\n"
                 "IFS= read -r recipient\nIFS= read -r env\n"
                 f"printf '%s\\n' \"$recipient\" | sudo install -m 0600 /dev/stdin {etc}/offsite-recipient\n"
-                f"printf '%s\\n' \"$env\" | sudo install -m 0600 /dev/stdin {etc}/offsite.env\n"
+                f"printf '%s\\n' \"$env\" | sudo install -m 0600 /dev/stdin {etc}/offsite-mc.json\n"
             )
             secrets_written.append(shell.run(
                 "backup-offsite-secrets", write, stdin=stdin, parent=self,
                 triggers=[stdin.apply(sha256)],
-                delete=f"sudo rm -f {etc}/offsite.env {etc}/offsite-recipient",
+                delete=f"sudo rm -f {etc}/offsite-mc.json {etc}/offsite-recipient",
                 depends_on=depends_on,
             ))
         script = install_files_script(files, cron_name="ai-meeting-backup", cron=render_backup_cron(s)) \
@@ -86,8 +86,8 @@ class Backups(pulumi.ComponentResource):
         )
 
 
-def offsite_mc_host(s: BackupSettings, access_key: str, secret_key: str) -> str:
-    from .offsite import mc_host
+def offsite_mc_config(s: BackupSettings, access_key: str, secret_key: str) -> str:
+    from .offsite import mc_config
 
     assert s.offsite is not None
-    return mc_host(s.offsite.endpoint, access_key, secret_key)
+    return mc_config(s.offsite.endpoint, access_key, secret_key)

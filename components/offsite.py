@@ -28,12 +28,13 @@ def age_recipient(identity: str) -> str:
     return str(pyrage.x25519.Identity.from_str(identity).to_public())
 
 
-def mc_host(endpoint: str, access_key: str, secret_key: str) -> str:
-    """MinIO client's MC_HOST_<alias> value (credentials percent-encoded into the URL)."""
-    from urllib.parse import quote
+def mc_config(endpoint: str, access_key: str, secret_key: str) -> str:
+    """MinIO client's config.json with the one alias `offsite` (a file, not MC_HOST_*: mc does
+    not decode every character a secret key may hold in that URL's userinfo)."""
+    import json
 
-    scheme, _, host = endpoint.partition("://")
-    return f"{scheme}://{quote(access_key, safe='')}:{quote(secret_key, safe='')}@{host}"
+    alias = {"url": endpoint, "accessKey": access_key, "secretKey": secret_key, "api": "s3v4", "path": "auto"}
+    return json.dumps({"version": "10", "aliases": {"offsite": alias}}, separators=(",", ":"))
 
 
 class OffsiteKey(pulumi.ComponentResource):

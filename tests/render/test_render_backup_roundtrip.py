@@ -291,7 +291,7 @@ def test_offsite_copy_round_trip_through_a_real_s3_with_age(tmp_path):
     import hashlib
     import uuid
 
-    from components.offsite import age_identity, age_recipient, mc_host
+    from components.offsite import age_identity, age_recipient, mc_config
     from render.backup import OffsiteSettings, render_offsite_backup_script, render_offsite_restore_script
     from tests.support import require_engine, require_local_images
 
@@ -310,8 +310,7 @@ def test_offsite_copy_round_trip_through_a_real_s3_with_age(tmp_path):
         identity = age_identity("the stack's seed")
         (install / "etc").mkdir(parents=True)
         (install / "etc/offsite-recipient").write_text(age_recipient(identity) + "\n")
-        (install / "etc/offsite.env").write_text(
-            f"MC_HOST_offsite={mc_host(s.offsite.endpoint, 'offsite', 'offsite-secret/+x')}\n")
+        (install / "etc/offsite-mc.json").write_text(mc_config(s.offsite.endpoint, "offsite", "offsite-secret/+x") + "\n")
         (install / "bin").mkdir()
         (install / "bin/offsite-backup.sh").write_text(render_offsite_backup_script(s))
         (install / "bin/offsite-restore.sh").write_text(render_offsite_restore_script(s))
@@ -331,8 +330,8 @@ def test_offsite_copy_round_trip_through_a_real_s3_with_age(tmp_path):
         up = subprocess.run(["bash", str(install / "bin/offsite-backup.sh"), str(src)], capture_output=True, text=True, timeout=300)
         assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-2000:]
         assert "encrypted" in up.stdout
-        listed = subprocess.run(["docker", "exec", "-e", "MC_HOST_x=http://offsite:offsite-secret%2F%2Bx@127.0.0.1:9000", s3,
-                                 "mc", "ls", "x/aim-offsite/prod/"], capture_output=True, text=True).stdout
+        listed = subprocess.run(["docker", "exec", s3, "sh", "-c", "mc alias set x http://127.0.0.1:9000 offsite "
+                                 "'offsite-secret/+x' >/dev/null && mc ls x/aim-offsite/prod/"], capture_output=True, text=True).stdout
         assert f"{stamp}.tar.age" in listed and f"{stamp}.tar.age.sha256" in listed, listed
         assert "ai_meeting_backup_offsite_last_success_timestamp_seconds" in (install / "metrics/ai_meeting_backup_offsite.prom").read_text()
 

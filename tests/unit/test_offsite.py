@@ -7,7 +7,9 @@ import subprocess
 
 import pytest
 
-from components.offsite import age_identity, age_recipient, mc_host
+import json
+
+from components.offsite import age_identity, age_recipient, mc_config
 from config import ConfigError, validate_config
 from tests.prerequisites import unavailable
 from tests.unit.harness import FAKE_PEM, deploy
@@ -61,8 +63,10 @@ def test_the_derived_identity_is_an_age_identity_for_the_real_tool(tmp_path):
     assert subprocess.run(["age", "-d", "-i", str(tmp_path / "other")], input=enc, capture_output=True).returncode != 0
 
 
-def test_mc_host_percent_encodes_the_credentials():
-    assert mc_host("https://s3.example.com:9000", "AK/1", "s3:cr@t") == "https://AK%2F1:s3%3Acr%40t@s3.example.com:9000"
+def test_mc_config_holds_the_credentials_as_they_are():
+    alias = json.loads(mc_config("https://s3.example.com:9000", "AK/1", "s3:cr@t/+x"))["aliases"]["offsite"]
+    assert alias == {"url": "https://s3.example.com:9000", "accessKey": "AK/1", "secretKey": "s3:cr@t/+x",
+                     "api": "s3v4", "path": "auto"}
 
 
 def test_a_server_gets_the_recipient_and_credentials_as_secrets_and_the_identity_stays_in_the_stack(tmp_path, monkeypatch):
@@ -72,7 +76,7 @@ def test_a_server_gets_the_recipient_and_credentials_as_secrets_and_the_identity
     assert "apt_install curl wget git vim htop net-tools ca-certificates cron age" in rec.named("bootstrap-packages").inputs["stdin"]
     written = rec.named("backup-offsite-secrets")
     assert "stdin" in written.secret_inputs and "s3cr3t" not in written.inputs["create"]
-    assert "offsite.env" in written.inputs["create"] and "0600" in written.inputs["create"]
+    assert "offsite-mc.json" in written.inputs["create"] and "0600" in written.inputs["create"]
     install = rec.named("backup-install").inputs["create"]
     assert "offsite-backup.sh" in install and "offsite-restore.sh" in install and "s3cr3t" not in install
     assert "backup_offsite_identity" in d.secret_outputs
