@@ -96,34 +96,17 @@ class BackupSettings:
             check_ident(key, f"app_labels[{i}] key")
             check_ident(value, f"app_labels[{i}] value")
 
-    @property
-    def backup_script_path(self) -> str:
-        return f"{self.install_dir.rstrip('/')}/bin/backup.sh"
+    def under_install_dir(self, relative: str) -> str:
+        return f"{self.install_dir.rstrip('/')}/{relative}"
 
-    @property
-    def restore_script_path(self) -> str:
-        return f"{self.install_dir.rstrip('/')}/bin/restore.sh"
-
-    @property
-    def drill_script_path(self) -> str:
-        return f"{self.install_dir.rstrip('/')}/bin/restore-drill.sh"
-
-    @property
-    def offsite_script_path(self) -> str:
-        return f"{self.install_dir.rstrip('/')}/bin/offsite-backup.sh"
-
-    @property
-    def offsite_restore_path(self) -> str:
-        return f"{self.install_dir.rstrip('/')}/bin/offsite-restore.sh"
-
-    @property
-    def etc_dir(self) -> str:
-        return f"{self.install_dir.rstrip('/')}/etc"
-
-    @property
-    def log_file(self) -> str:
-        return f"{self.install_dir.rstrip('/')}/logs/backup.log"
-
+    # Where the deploy puts each script (and reads its files) on the server.
+    backup_script_path = property(lambda self: self.under_install_dir("bin/backup.sh"))
+    restore_script_path = property(lambda self: self.under_install_dir("bin/restore.sh"))
+    drill_script_path = property(lambda self: self.under_install_dir("bin/restore-drill.sh"))
+    offsite_script_path = property(lambda self: self.under_install_dir("bin/offsite-backup.sh"))
+    offsite_restore_path = property(lambda self: self.under_install_dir("bin/offsite-restore.sh"))
+    etc_dir = property(lambda self: self.under_install_dir("etc"))
+    log_file = property(lambda self: self.under_install_dir("logs/backup.log"))
 
 CRON_FILE_PATH = "/etc/cron.d/ai-meeting-backup"  # no dots in the name: cron ignores such files
 
