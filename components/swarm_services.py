@@ -38,7 +38,7 @@ class SwarmServicesArgs:
     db_password_rotation: int
     canonical_domain: str
     backup: BackupSettings | None
-    offsite: "OffsiteCredentials | None"
+    offsite: OffsiteCredentials | None
     protect_data: bool  # keep the data volumes on `destroy` (prod)
 
 

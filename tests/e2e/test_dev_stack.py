@@ -346,6 +346,7 @@ def test_a_release_that_never_gets_healthy_fails_the_up_and_the_old_replicas_kee
     # Declared failed once Docker has given up on it (55 s by default), not at api.start_timeout (180 s).
     record("dev: never-healthy release, the up fails after", f"{failed_after:.0f} s", "<= 90 s (healthcheck gives up at 55 s)",
            failed_after <= 90)
+    assert failed_after <= 90, f"the never-healthy release failed the up after {failed_after:.0f} s, target <= 90 s"
     assert "api-1" in out and "healthy" in out, f"the failure does not name the replica and its health:\n{out[-3000:]}"
     print("the failed up says:", *[line for line in out.splitlines() if "error" in line.lower()][:6], sep="\n  ")
     assert not load.result.failed, load.result.summary()
