@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.prerequisites import unavailable
-from tests.support.pebble import Pebble
+from tests.support.pebble import Pebble, parse_env
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "prod-test-server"
@@ -61,10 +61,6 @@ def harness(*args: str, timeout: int = 900) -> subprocess.CompletedProcess[str]:
             f"--- stdout\n{proc.stdout[-4000:]}\n--- stderr\n{proc.stderr[-4000:]}"
         )
     return proc
-
-
-def parse_env(text: str) -> dict[str, str]:
-    return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
 
 
 @dataclass

@@ -9,6 +9,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
+def parse_env(text: str) -> dict[str, str]:
+    """The KEY=VALUE lines `scripts/prod-test-server` prints."""
+    return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+
+
 @dataclass
 class Pebble:
     directory_url: str  # as seen from the server

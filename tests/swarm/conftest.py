@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.prerequisites import unavailable
-from tests.support.pebble import Pebble
+from tests.support.pebble import Pebble, parse_env
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "prod-test-server"
@@ -211,7 +211,3 @@ def swarm_servers() -> Swarm:
 
 def quote(s: str) -> str:
     return shlex.quote(s)
-
-
-def parse_env(out: str) -> dict[str, str]:
-    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
