@@ -303,6 +303,20 @@ class Resources(Strict):
     nginx: Limits = Limits(cpus=1, memory_mb=256)
     monitoring: Limits = Limits(cpus=0.5, memory_mb=512)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _keep_the_other_default(cls, data):
+        # `pulumi config set --path ai-meeting:resources.nginx.cpus 2` writes only `cpus`: the
+        # service keeps its default memory limit rather than failing on a missing key.
+        if not isinstance(data, dict):
+            return data
+        merged = dict(data)
+        for name, value in data.items():
+            field = cls.model_fields.get(name)
+            if field is not None and isinstance(value, dict):
+                merged[name] = {**field.default.model_dump(), **value}
+        return merged
+
 
 # --- least privilege (README: Hardening) -------------------------------------------------
 

@@ -70,5 +70,5 @@ def test_the_generator_on_the_dev_config_judges_by_the_readme():
     assert len(by_category) == 8 and all(n >= 10 for n in by_category.values()), by_category
     for category, key, cfg in generated.cases:
         if category in ("wrong type", "out of range"):
-            assert bad.is_invalid(cfg), (category, key)
+            assert bad.is_invalid(cfg, key), (category, key)  # refused for this key, not a sibling
     assert all(a[4] in bad.KNOWN_ACCEPTED for a in generated.accepted), generated.accepted

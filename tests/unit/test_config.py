@@ -91,6 +91,14 @@ def test_all_problems_are_reported_at_once():
     assert len(found) == 4, found
 
 
+def test_one_resource_limit_set_alone_keeps_the_other_default():
+    # `pulumi config set --path ai-meeting:resources.nginx.cpus 2` writes only that key.
+    cfg = config(resources={"nginx": {"cpus": 2}, "api": {"memory_mb": 4096}})
+    assert (cfg.resources.nginx.cpus, cfg.resources.nginx.memory_mb) == (2, 256)
+    assert (cfg.resources.api.cpus, cfg.resources.api.memory_mb) == (2, 4096)
+    assert any("ai-meeting:resources.nginx.cpus" in p for p in problems({"resources": {"nginx": {"cpus": "two"}}}))
+
+
 def test_prod_refuses_self_signed_and_root_login():
     base = {"environment": "prod", "target": {"kind": "ssh", "host": "203.0.113.10", "private_key": FAKE_PEM}}
     assert any("ai-meeting:tls.mode" in p and "prod" in p for p in problems(base, "prod"))
