@@ -18,6 +18,15 @@ problems = ssh_preflight_problems(cfg, pulumi.get_stack(), warn=pulumi.log.warn)
 if problems:
     raise pulumi.RunError("\n".join(problems))
 
+# images.postgres to another major version: refused here, before anything is declared, unless
+# the operator asked for the upgrade (README: PostgreSQL major upgrade).
+from components.postgres_major import major_change_problem  # noqa: E402
+from components.previous_outputs import previous_outputs  # noqa: E402
+
+problem = major_change_problem(previous_outputs(pulumi.get_stack()).get("postgres"), cfg.images.postgres, cfg.database.upgrade)
+if problem:
+    raise pulumi.RunError(str(ConfigError(pulumi.get_stack(), [f"ai-meeting:{problem}"])))
+
 # Imported after validation: the providers' SDKs take seconds to import, bad config fails first.
 from components.stack import AiMeetingStack  # noqa: E402
 

@@ -36,6 +36,7 @@ from .api import replica_alias
 from .bootstrap import BootstrapArgs
 from .images import MONITORING, SERVICES
 from .catalogue import CERT_DIR_IN_NGINX
+from .datastores import MajorUpgrade
 from .definition import LABEL_NAME
 from .monitoring import TEXTFILE_SUBDIR
 from .secrets import Secrets
@@ -190,6 +191,12 @@ def postgres_args(cfg: StackConfig, image: pulumi.Input[str], secrets: Secrets) 
     return catalogue.PostgresArgs(image=image, limits=cfg.resources.postgres, database=cfg.database, timezone=cfg.timezone,
                                   password=secrets.db_password, loopback_port=loopback(cfg, "postgres"),
                                   hardening=cfg.hardening.postgres)
+
+
+def major_upgrade(cfg: StackConfig) -> MajorUpgrade:
+    """A PostgreSQL major upgrade's settings (README: PostgreSQL major upgrade)."""
+    prefix = cfg.name_prefix
+    return MajorUpgrade(mode=cfg.database.upgrade, app_label=f"{LABEL_NAME}={prefix}-api", proxy_container=f"{prefix}-nginx")
 
 
 def redis_args(cfg: StackConfig, image: pulumi.Input[str], secrets: Secrets) -> catalogue.RedisArgs:

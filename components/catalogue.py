@@ -72,6 +72,12 @@ class PostgresArgs:
     hardening: ServiceHardening = PostgresHardening()
 
 
+# The volume's mount point, and PGDATA's directory in it: a major upgrade moves that directory
+# aside (pgdata-<old major>) in the same volume (render/postgres_upgrade.py).
+POSTGRES_DATA = "/var/lib/postgresql/data"
+PGDATA_SUBDIR = "pgdata"
+
+
 def postgres_command(timezone: str) -> list[str]:
     """pg_stat_statements for slow-query analysis (§10, R19) and slow statements logged."""
     return render_postgres_args({"log_min_duration_statement": "1000", "timezone": timezone, "log_timezone": timezone})
@@ -85,10 +91,10 @@ def postgres(a: PostgresArgs) -> ServiceDefinition:
         image=a.image,
         limits=a.limits,
         command=postgres_command(a.timezone),
-        env={"POSTGRES_DB": db.name, "POSTGRES_USER": db.user, "PGDATA": "/var/lib/postgresql/data/pgdata", "TZ": a.timezone},
+        env={"POSTGRES_DB": db.name, "POSTGRES_USER": db.user, "PGDATA": f"{POSTGRES_DATA}/{PGDATA_SUBDIR}", "TZ": a.timezone},
         file_secrets=[FileSecret("POSTGRES_PASSWORD", "db_password", a.password)],
         files=[File("/docker-entrypoint-initdb.d/00-init.sql", render_init_sql(db.name, a.timezone))],
-        volumes=[DataVolume("postgres", "/var/lib/postgresql/data")],
+        volumes=[DataVolume("postgres", POSTGRES_DATA)],
         loopback_ports=_published(a.loopback_port, POSTGRES_PORT),
         probe=Probe(test=("CMD-SHELL", f"pg_isready -U {db.user} -d {db.name} -h 127.0.0.1"), start_period="30s"),
         start_timeout=300,  # the first start runs initdb and the init SQL

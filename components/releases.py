@@ -1,9 +1,7 @@
 """The release history (README: Roll back a release): the last releases of the API and web,
 newest first, as the stack output `releases`. `scripts/rollback` returns to one of them.
 
-The program reads its stack's previous `releases` output (`pulumi stack output`, the state of
-the last update; not a StackReference, which `pulumi refresh` would report as drift after every
-update) and puts the current release in front when it differs, so an `up` that changes no image
+The program reads its stack's previous `releases` output (components/previous_outputs.py) and puts the current release in front when it differs, so an `up` that changes no image
 changes nothing here either. The time comes from a small local command that runs once per
 release: unknown in a preview that brings a new release (so a saved plan accepts the time of its
 apply), read from the state otherwise.
@@ -11,13 +9,12 @@ apply), read from the state otherwise.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 from collections.abc import Mapping
 
 import pulumi
 import pulumi_command as command
+
+from .previous_outputs import previous_outputs
 
 KEEP = 10
 SAME_RELEASE = ("api", "web", "api_image_id", "web_image_id")
@@ -32,22 +29,8 @@ def next_history(previous: object, current: Mapping[str, object], deployed_at: s
 
 
 def previous_releases() -> object:
-    """The stack's `releases` output as the last update left it; None on a first deploy (or
-    when the CLI cannot say: the history then starts again, with a warning)."""
-    try:
-        proc = subprocess.run(["pulumi", "stack", "output", "releases", "--json", "--stack", pulumi.get_stack()],
-                              capture_output=True, text=True, timeout=120, cwd=os.getcwd())
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        pulumi.log.warn(f"release history: could not run `pulumi stack output` ({exc}); starting anew")
-        return None
-    if proc.returncode != 0:
-        if "does not have output property" not in proc.stderr + proc.stdout:
-            pulumi.log.warn(f"release history: could not read the last releases ({proc.stderr.strip()[:200]}); starting anew")
-        return None
-    try:
-        return json.loads(proc.stdout)
-    except ValueError:
-        return None
+    """The stack's `releases` output as the last update left it; None on a first deploy."""
+    return previous_outputs(pulumi.get_stack()).get("releases")
 
 
 def release_history(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import pulumi
 
 from config.model import LocalTarget, SshTarget, StackConfig
+from render.postgres_upgrade import major_of
 
 from . import assembly
 from .api import Api
@@ -55,7 +56,7 @@ class AiMeetingStack(pulumi.ComponentResource):
                           volumes={k: v.name for k, v in data.volumes.items()}, bind_address=cfg.nginx.bind_address)
 
         self.postgres = Postgres("postgres", assembly.postgres_args(cfg, ids["postgres"], self.secrets), site, shell,
-                                 cfg.rotation.db_password, child)
+                                 cfg.rotation.db_password, assembly.major_upgrade(cfg), child)
         self.redis = Redis("redis", assembly.redis_args(cfg, ids["redis"], self.secrets), site, child)
         self.minio = Minio("minio", assembly.minio_args(cfg, ids["minio"], self.secrets), site, shell, child)
         self.api = Api(
@@ -63,8 +64,8 @@ class AiMeetingStack(pulumi.ComponentResource):
             args=assembly.api_args(cfg, ids["api"], self.secrets),
             site=site,
             shell=shell,
-            depends_on=[self.postgres.container, self.postgres.password_synced, self.redis.container, self.minio.container,
-                        self.minio.bucket_ready],
+            depends_on=[self.postgres.container, self.postgres.password_synced, self.postgres.ready, self.redis.container,
+                        self.minio.container, self.minio.bucket_ready],
             opts=child,
         )
         # web needs nothing of the API: it starts with the data services, off the critical path.
@@ -158,6 +159,9 @@ def common_outputs(cfg: StackConfig, secrets: Secrets, *, network: pulumi.Input[
             "access_key": cfg.minio.root_user,
             "secret_key": pulumi.Output.secret(secrets.minio_password),
         },
+        # The major version the stack runs: the next update refuses another one unless asked
+        # (components/postgres_major.py).
+        "postgres": {"image": cfg.images.postgres, "major": major_of(cfg.images.postgres)},
         "backup": {"enabled": backups, "schedule": cfg.backup.schedule, "retention_days": cfg.backup.retention_days,
                    **({"dir": cfg.backup.dir, "restore_command": f"sudo {cfg.install_dir}/bin/restore.sh"} if backups else {})},
     }

@@ -426,6 +426,9 @@ class AppSettings(Strict):
 class DatabaseConfig(Strict):
     name: str = "ai_meeting"
     user: str = "ai_meeting"
+    # A change of images.postgres to another major version: refused, or (dump-restore) the
+    # data is dumped, moved aside and restored into the new version (README: PostgreSQL major upgrade).
+    upgrade: Literal["refuse", "dump-restore"] = "refuse"
 
     @field_validator("name", "user")
     @classmethod
@@ -882,6 +885,9 @@ class StackConfig(Strict):
         if self.maintenance.enabled and isinstance(self.target, SwarmTarget):
             # Swarm's nginx reads an immutable Docker config: switching would roll every nginx task.
             raise ValueError("maintenance.enabled: not available on target.kind swarm yet (only local and ssh targets)")
+        if self.database.upgrade == "dump-restore" and isinstance(self.target, SwarmTarget):
+            raise ValueError("database.upgrade: dump-restore is not available on target.kind swarm yet (only local "
+                             "and ssh targets); on a swarm, restore a backup into the new version (README: PostgreSQL major upgrade)")
         ports = {self.nginx.http_port, self.nginx.https_port}
         if len(ports) != 2:
             raise ValueError("nginx.https_port: must differ from nginx.http_port")

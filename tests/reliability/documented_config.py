@@ -69,6 +69,7 @@ RULES: dict[str, tuple] = {
     "app.metrics_port": PORT,
     "database.name": ("str",),
     "database.user": ("str",),
+    "database.upgrade": ("enum", ("refuse", "dump-restore")),
     "redis.maxmemory": ("str",),
     "redis.maxmemory_policy": ("enum", REDIS_POLICIES),
     "redis.appendonly": ("bool",),

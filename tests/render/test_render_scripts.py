@@ -16,6 +16,7 @@ from render.backup import (BackupSettings, OffsiteSettings, render_backup_cron, 
 from render.bootstrap import STEP_ORDER, BootstrapSettings, layout_dirs, render_bootstrap_steps
 from render.certbot import (CertbotSettings, render_certbot_cron, render_certbot_deploy_hook,
                             render_certbot_issue_script)
+from render.postgres_upgrade import UpgradeSettings, render_upgrade_script
 
 from render_testlib import check_cron_file, shell_check
 
@@ -47,6 +48,14 @@ CERTBOT_VARIANTS = {
     "swarm": CertbotSettings(domains=("ai-meeting.com",), email="ops@ai-meeting.com",
                              nginx_service="ai-meeting-nginx", challenge="webroot"),
 }
+UPGRADE_VARIANTS = {
+    "local": UpgradeSettings(mode="refuse", container="aim-postgres", volume="aim-postgres-data", image="sha256:" + "a" * 64,
+                             db_name="ai_meeting", db_user="ai_meeting", app_label="ai-meeting.name=aim-api",
+                             proxy_container="aim-nginx", docker_cli="docker -H unix:///var/run/docker.sock"),
+    "server": UpgradeSettings(mode="dump-restore", container="ai-meeting-postgres", volume="ai-meeting-postgres-data",
+                              image="registry.example.com:5000/postgres:17.2", db_name="meet", db_user="meet_owner",
+                              app_label="ai-meeting.name=ai-meeting-api", proxy_container="ai-meeting-nginx"),
+}
 
 
 def all_scripts():
@@ -60,6 +69,8 @@ def all_scripts():
         if s.offsite:
             yield f"offsite-backup-{v}", render_offsite_backup_script(s)
             yield f"offsite-restore-{v}", render_offsite_restore_script(s)
+    for v, s in UPGRADE_VARIANTS.items():
+        yield f"postgres-upgrade-{v}", render_upgrade_script(s)
     for v, s in CERTBOT_VARIANTS.items():
         yield f"certbot-issue-{v}", render_certbot_issue_script(s)
         yield f"certbot-hook-{v}", render_certbot_deploy_hook(s)

@@ -56,9 +56,10 @@ def require_engine() -> dict[str, str]:
     return env
 
 
-def require_local_images() -> None:
-    """The dev stack's images (scripts/build-local-images; a no-op when they are current)."""
-    build = subprocess.run([str(REPO / "scripts" / "build-local-images")], capture_output=True, text=True)
+def require_local_images(*images: str) -> None:
+    """The dev stack's images, or the named ones (scripts/build-local-images; a no-op when they
+    are current)."""
+    build = subprocess.run([str(REPO / "scripts" / "build-local-images"), *images], capture_output=True, text=True)
     if build.returncode != 0:
         unavailable(f"local images could not be built:\n{build.stdout[-2000:]}\n{build.stderr[-2000:]}")
 

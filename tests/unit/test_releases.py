@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from components import releases
+from components.previous_outputs import previous_outputs
 from components.releases import KEEP, next_history
 from tests.unit.harness import config, deploy
 
@@ -53,13 +54,19 @@ def test_the_stack_exports_its_releases(tmp_path, monkeypatch):
 
 def test_the_previous_releases_come_from_the_cli_and_a_first_deploy_has_none(tmp_path, monkeypatch):
     """No StackReference (a refresh would report it as drift after every update): the CLI's
-    `stack output`, whose absence on a first deploy means an empty history."""
+    `stack output`, which has no `releases` on a first deploy (an empty history)."""
     fake = tmp_path / "pulumi"
-    fake.write_text('#!/bin/sh\nif [ -n "$HAS" ]; then echo \'[{"api": "a:1"}]\'; else '
-                    'echo "error: current stack does not have output property \'releases\'" >&2; exit 255; fi\n')
+    fake.write_text('#!/bin/sh\nif [ -n "$HAS" ]; then echo \'{"releases": [{"api": "a:1"}]}\'; else echo "{}"; fi\n')
     fake.chmod(0o755)
     monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
     monkeypatch.setattr(releases.pulumi, "get_stack", lambda: "dev")
+    previous_outputs.cache_clear()
     assert releases.previous_releases() is None
     monkeypatch.setenv("HAS", "1")
+    previous_outputs.cache_clear()
     assert releases.previous_releases() == [{"api": "a:1"}]
+    previous_outputs.cache_clear()
+    warnings = []
+    monkeypatch.setenv("PATH", "/nonexistent")
+    assert previous_outputs("dev", warnings.append) == {} and "could not run" in warnings[0]
+    previous_outputs.cache_clear()
