@@ -21,6 +21,7 @@ from .target import sha256
 class BootstrapArgs:
     settings: BootstrapSettings  # what the rendered steps need (render/bootstrap.py)
     harden_ssh: bool = True
+    server_id: str = ""  # the server's machine id: a new server gets every step again
 
 
 def bootstrap_steps(args: BootstrapArgs) -> list[BootstrapStep]:
@@ -54,7 +55,7 @@ class Bootstrap(pulumi.ComponentResource):
                 # The script goes over stdin: nothing of it lands in the server's process list.
                 create="sudo -n bash -s",
                 stdin=step.script,
-                triggers=[sha256(step.script)],
+                triggers=[sha256(step.script), *([args.server_id] if args.server_id else [])],
                 opts=pulumi.ResourceOptions(parent=self, depends_on=previous),
             )
             if step.name == "preflight":

@@ -35,11 +35,12 @@ class Images(pulumi.ComponentResource):
         after: list[pulumi.Resource],
         ssh_target: SshTarget | None = None,  # images.upload: copy them to this server first
         opts: pulumi.ResourceOptions | None = None,
+        server_id: str = "",  # the server's machine id: a new server gets the images again
     ):
         super().__init__("ai-meeting:images:Images", name, None, opts)
         self.ids = {}
         for service, ref in refs.items():
-            uploaded = [upload_image(service, ref, ssh_target, self, after)] if images.upload and ssh_target else []
+            uploaded = [upload_image(service, ref, ssh_target, self, after, server_id)] if images.upload and ssh_target else []
             image = docker.RemoteImage(
                 f"{service}-image",
                 name=ref,
@@ -61,7 +62,7 @@ def local_image_id(ref: str) -> str:
 
 
 def upload_image(
-    service: str, ref: str, target: SshTarget, parent: pulumi.Resource, after: list[pulumi.Resource]
+    service: str, ref: str, target: SshTarget, parent: pulumi.Resource, after: list[pulumi.Resource], server_id: str = ""
 ) -> command.local.Command:
     """`docker save | ssh docker load` with the deploy key; re-runs when the local image changes."""
     ssh = shlex.join(["ssh", *ssh_options(target, pulumi.get_stack()), "-p", str(target.port), f"{target.user}@{target.host}"])
@@ -69,6 +70,6 @@ def upload_image(
         f"{service}-image-upload",
         create=f"set -euo pipefail\ndocker save {shlex.quote(ref)} | {ssh} sudo -n docker load",
         interpreter=["/bin/bash", "-c"],
-        triggers=[local_image_id(ref), ref],
+        triggers=[local_image_id(ref), ref, *([server_id] if server_id else [])],
         opts=pulumi.ResourceOptions(parent=parent, depends_on=after),
     )

@@ -6,6 +6,8 @@ This module, components/swarm_stack.py and components/assembly.py are the only r
 
 from __future__ import annotations
 
+import dataclasses
+
 import pulumi
 
 from config.model import LocalTarget, SshTarget, StackConfig
@@ -23,7 +25,7 @@ from .on_server import ServerSite, pids_limits_script
 from .proxy import ProxyArgs, Proxy
 from .releases import release_history
 from .secrets import Secrets
-from .target import HostShell, make_docker_provider, ssh_connection
+from .target import HostShell, make_docker_provider, server_identity, ssh_connection
 from .tls import Tls
 from .web import Web
 
@@ -38,11 +40,15 @@ class AiMeetingStack(pulumi.ComponentResource):
         server = isinstance(target, SshTarget)
 
         connection = ssh_connection(target) if isinstance(target, SshTarget) else None
-        self.bootstrap = Bootstrap("bootstrap", assembly.ssh_bootstrap_args(cfg), connection, child) if connection else None
+        shell = HostShell(target, connection, stack)
+        # Every step on the server re-runs on a new server at the same address (README:
+        # Disaster recovery onto a new server).
+        shell = dataclasses.replace(shell, server_id=server_identity(shell))
+        self.bootstrap = (Bootstrap("bootstrap", dataclasses.replace(assembly.ssh_bootstrap_args(cfg), server_id=shell.server_id),
+                                    connection, child) if connection else None)
         ready = self.bootstrap.done if self.bootstrap else None
         bootstrap_done = self.bootstrap.steps[-1:] if self.bootstrap else []
         provider = make_docker_provider(target, stack, ready=ready, opts=child)
-        shell = HostShell(target, connection, stack)
 
         self.secrets = Secrets("secrets", cfg.rotation, cfg.protect, child)
         self.tls = Tls("tls", assembly.tls_args(cfg), shell, bootstrap_done, child)
@@ -50,7 +56,7 @@ class AiMeetingStack(pulumi.ComponentResource):
                               protect=cfg.protect, provider=provider, opts=child)
         refs = assembly.image_refs(cfg)
         images = Images("images", refs, cfg.images, provider, bootstrap_done,
-                        ssh_target=target if server else None, opts=child)
+                        ssh_target=target if server else None, server_id=shell.server_id, opts=child)
         ids = images.ids
         site = ServerSite(provider=provider, network_name=data.network_name, name_prefix=cfg.name_prefix,
                           volumes={k: v.name for k, v in data.volumes.items()}, bind_address=cfg.nginx.bind_address)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,6 +74,9 @@ class HostShell:
     target: LocalTarget | SshTarget
     connection: command.remote.ConnectionArgs | None
     stack: str
+    # The server's /etc/machine-id (server_identity): in every remote command's triggers, so a
+    # new server at the same address (disaster recovery) gets every host step again.
+    server_id: str = ""
 
     def run_now(self, script: str, timeout: int = 60) -> subprocess.CompletedProcess:
         """Run a script on the Docker host right away, from the program itself (resource
@@ -125,10 +129,24 @@ class HostShell:
             connection=self.connection,
             create=create,
             delete=delete,
-            triggers=list(triggers),
+            triggers=[*triggers, self.server_id] if self.server_id else list(triggers),
             stdin=stdin,
             opts=opts,
         )
+
+
+def server_identity(shell: HostShell) -> str:
+    """The server's machine id, read once per run (a server keeps it across reboots; a new one,
+    even at the same address, has another). Empty when it cannot be read: nothing then depends
+    on it."""
+    if shell.connection is None:
+        return ""
+    try:
+        out = shell.run_now("cat /etc/machine-id", timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    ident = out.stdout.strip()
+    return ident if out.returncode == 0 and re.fullmatch(r"[0-9a-f]{32}", ident) else ""
 
 
 def ssh_connection(target: SshTarget) -> command.remote.ConnectionArgs:

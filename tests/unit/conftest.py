@@ -12,3 +12,13 @@ def pytest_runtest_setup(item):
         asyncio.get_event_loop_policy().get_event_loop()
     except RuntimeError:
         asyncio.set_event_loop(asyncio.new_event_loop())
+
+
+@pytest.fixture(autouse=True)
+def no_server_to_ask_for_its_machine_id(monkeypatch):
+    """Under mocks there is no server to log in to (components/target.py server_identity):
+    a prod config's fake address would cost an ssh timeout per stack built."""
+    import components.stack
+
+    monkeypatch.setattr(components.stack, "server_identity",
+                        lambda shell: "0123456789abcdef0123456789abcdef" if shell.connection else "")

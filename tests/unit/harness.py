@@ -139,6 +139,11 @@ def deploy(cfg: StackConfig, stack: str | None = None, tmp_cache: str | None = N
     original = releases.previous_releases
     if not getattr(original, "patched", False):
         releases.previous_releases = _no_previous_releases
+    # No server to log in to under mocks either (the machine id: components/target.py).
+    import components.stack as stack_module
+
+    original_identity = stack_module.server_identity
+    stack_module.server_identity = lambda shell: "0123456789abcdef0123456789abcdef" if shell.connection else ""
     pulumi.runtime.set_mocks(rec, project="ai-meeting", stack=stack or cfg.environment, preview=False)
     result: dict[str, Any] = {}
     secrets: set[str] = set()
@@ -164,4 +169,5 @@ def deploy(cfg: StackConfig, stack: str | None = None, tmp_cache: str | None = N
         run()
     finally:
         releases.previous_releases = original
+        stack_module.server_identity = original_identity
     return Deployed(rec, result, secrets)

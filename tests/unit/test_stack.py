@@ -148,9 +148,25 @@ def test_bootstrap_steps_carry_their_script_hash():
     import hashlib
 
     d = deploy(config("prod"))
+    machine_id = "0123456789abcdef0123456789abcdef"  # the harness's server (tests/unit/harness.py)
     for step in [r for r in d.recorder.of_type("remote:Command") if r.name.startswith("bootstrap-")]:
-        assert step.inputs["triggers"] == [hashlib.sha256(step.inputs["stdin"].encode()).hexdigest()]
+        assert step.inputs["triggers"] == [hashlib.sha256(step.inputs["stdin"].encode()).hexdigest(), machine_id]
         assert step.inputs["create"] == "sudo -n bash -s"
+
+
+def test_every_step_on_the_server_runs_again_on_a_new_server(monkeypatch):
+    """Disaster recovery: the server's machine id is in every remote command's and image
+    upload's triggers, so a new server at the same address gets all of them again."""
+    machine_id = "0123456789abcdef0123456789abcdef"
+    import components.images
+
+    monkeypatch.setattr(components.images, "local_image_id", lambda ref: "sha256:" + "0" * 64)
+    d = deploy(config("prod", images={"upload": True, "pull": False}))
+    remote = d.recorder.of_type("remote:Command")
+    uploads = [r for r in d.recorder.of_type("local:Command") if r.name.endswith("-image-upload")]
+    assert remote and uploads
+    assert all(machine_id in (r.inputs.get("triggers") or []) for r in remote + uploads), \
+        [r.name for r in remote + uploads if machine_id not in (r.inputs.get("triggers") or [])]
 
 
 def test_ssh_key_file_is_private(tmp_path, monkeypatch):
