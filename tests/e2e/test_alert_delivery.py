@@ -98,3 +98,36 @@ def test_a_stopped_replica_is_notified_by_webhook_and_so_is_its_recovery(deploye
         time.sleep(1)
     res = p.preview("--expect-no-changes", "--diff", check=False)
     assert res.code == 0, res.stdout[-5000:]
+
+
+def test_a_certificate_near_expiry_is_notified_and_its_renewal_resolves_it(deployed, record):
+    """The certificate nginx serves, as the blackbox exporter reads it: one valid for 10 days
+    (tls.self_signed_validity_hours 240, under certificate_min_days 14) -> CertificateExpiresSoon
+    delivered; a year's certificate again -> its resolution."""
+    p, receiver = deployed
+
+    def config_set(key: str, value: str) -> None:
+        p.run("config", "set", "--path", f"ai-meeting:{key}", value, "--stack", STACK)
+
+    config_set("monitoring.alerts.certificate_for", "5s")
+    config_set("tls.self_signed_validity_hours", "240")
+    since = time.monotonic()
+    p.up()
+    fired = receiver.wait("firing", since, alertname="CertificateExpiresSoon", instance="https://nginx/health")
+    note = next(n for _, n in receiver.notes if n["status"] == "firing"
+                and any(a["labels"]["alertname"] == "CertificateExpiresSoon" for a in n["alerts"]))
+    alert = next(a for a in note["alerts"] if a["labels"]["alertname"] == "CertificateExpiresSoon")
+    assert "expires within 14 days" in alert["annotations"]["summary"], alert
+
+    config_set("tls.self_signed_validity_hours", "8760")
+    renewed = time.monotonic()
+    p.up()
+    resolved = receiver.wait("resolved", renewed, alertname="CertificateExpiresSoon", instance="https://nginx/health")
+    print(f"webhook: CertificateExpiresSoon firing {fired:.1f} s after the `up` with a 10-day certificate started; "
+          f"resolved {resolved:.1f} s after the `up` with a year's certificate started")
+    record("dev: certificate valid 10 days (< 14) -> CertificateExpiresSoon delivered to the webhook (from the `up` that "
+           "installed it)", f"{fired:.1f} s", "<= 180 s", fired <= 180)
+    record("dev: certificate renewed -> its resolution delivered (from the `up` that installed it)", f"{resolved:.1f} s",
+           "<= 180 s", resolved <= 180)
+    res = p.preview("--expect-no-changes", "--diff", check=False)
+    assert res.code == 0, res.stdout[-5000:]

@@ -179,7 +179,7 @@ def test_pr_check_fails_when_the_guard_blocks(fake):
     assert p.returncode == 1 and "dev:guard-stateful" in p.stderr
 
 
-@pytest.mark.parametrize("script", ["preview", "plan", "apply-plan", "guard-stateful", "drift", "pr-check", "rollback"])
+@pytest.mark.parametrize("script", ["preview", "plan", "apply-plan", "guard-stateful", "drift", "pr-check", "rollback", "recover-server"])
 def test_shellcheck_clean(script):
     import shutil
     if not shutil.which("shellcheck"):

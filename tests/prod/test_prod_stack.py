@@ -1204,3 +1204,97 @@ def assert_data_on_disk(s: ProdServer) -> None:
     # The probe row is in the database files, the key in Redis' AOF.
     assert s.sudo(f"grep -rqs 'teardown:key' {INSTALL}/data/redis", check=False).code == 0, \
         s.sudo(f"ls -laR {INSTALL}/data/redis").stdout
+
+
+# --- 10. disaster recovery: the server destroyed, a new bare one, the off-site copy ------------
+
+OFFSITE_S3 = "aim-prod-offsite-s3"
+OFFSITE_USER, OFFSITE_SECRET = "offsite-writer", "offsite-secret/+key"
+
+
+@pytest.fixture
+def offsite_store(deployment: Deployment):
+    """A second MinIO on a host of its own (a container on the test network, not on the server):
+    where the prod server's encrypted copies go."""
+    network = deployment.server.env.get("PROD_TEST_NETWORK", "ai-meeting-prod-test")
+    subprocess.run(["docker", "rm", "-f", OFFSITE_S3], capture_output=True)
+    subprocess.run(["docker", "run", "-d", "--name", OFFSITE_S3, "--network", network, "-e", f"MINIO_ROOT_USER={OFFSITE_USER}",
+                    "-e", f"MINIO_ROOT_PASSWORD={OFFSITE_SECRET}", deployment.images["minio"], "server", "/data"],
+                   check=True, capture_output=True, text=True)
+    ip = subprocess.run(["docker", "inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", OFFSITE_S3],
+                        check=True, capture_output=True, text=True).stdout.strip()
+    faults.wait_until("the off-site MinIO answers", lambda: subprocess.run(
+        ["docker", "exec", OFFSITE_S3, "mc", "ready", "local"], capture_output=True).returncode == 0, timeout=60)
+    try:
+        yield f"http://{ip}:9000"
+    finally:
+        subprocess.run(["docker", "rm", "-f", OFFSITE_S3], capture_output=True)
+
+
+def offsite_copies() -> list[str]:
+    listed = subprocess.run(["docker", "exec", OFFSITE_S3, "sh", "-c",
+                             f"mc alias set o http://127.0.0.1:9000 {OFFSITE_USER} '{OFFSITE_SECRET}' >/dev/null && "
+                             "mc ls --recursive o/aim-offsite/prod/"], capture_output=True, text=True)
+    return [line.split()[-1] for line in listed.stdout.splitlines() if line.strip().endswith(".tar.age")]
+
+
+def test_disaster_recovery_onto_a_new_server_from_the_offsite_copy(deployment: Deployment, offsite_store: str, record) -> None:
+    """README: Disaster recovery onto a new server, command for command. Backups go off-site
+    (encrypted); the server is then destroyed and replaced by a bare one at the same address;
+    scripts/recover-server and one `pulumi up` put the whole stack on it (same secrets); the one
+    restore command brings every table, key and object back from the off-site copy, by checksum."""
+    d = deployment
+    d.require_deployed()
+    s = d.server
+    p = d.project
+    p.run("config", "set", "--path", "ai-meeting:backup.offsite.enabled", "true", "--stack", STACK)
+    p.run("config", "set", "--path", "ai-meeting:backup.offsite.endpoint", offsite_store, "--stack", STACK)
+    p.run("config", "set", "--path", "ai-meeting:backup.offsite.bucket", "aim-offsite", "--stack", STACK)
+    p.run("config", "set", "--path", "ai-meeting:backup.offsite.prefix", "prod/", "--stack", STACK)
+    p.run("config", "set", "--path", "ai-meeting:backup.offsite.access_key", OFFSITE_USER, "--stack", STACK)
+    p.set_secret("backup.offsite.secret_key", OFFSITE_SECRET)
+    d.timed("off-site backups switched on by `pulumi up`", p.up)
+    minio = p.outputs(show_secrets=True)["minio"]
+    faults.seed_data(s, minio, rows=3000, keys=700, objects=25)
+    before = faults.fingerprint(s, minio)
+    assert before["postgres"]["public.restore_probe"].startswith("3000 "), before["postgres"]
+    s.sudo(f"{INSTALL}/bin/backup.sh", timeout=900)
+    copies = offsite_copies()
+    assert len(copies) == 1, copies
+    identity = p.run("stack", "output", "--show-secrets", "backup_offsite_identity", "--stack", STACK).stdout.strip()
+    assert identity.startswith("AGE-SECRET-KEY-1")
+
+    # The server is gone; a new bare one answers at the same address.
+    s.reset()
+    s.put(CA_ON_SERVER, d.pebble.ca_bundle.read_text())  # test setup, as in the fixture: trusts pebble
+    s.put(F2B_WHITELIST, f"[sshd]\nignoreip = 127.0.0.1/8 ::1 {s.gateway}\n")
+    started = time.monotonic()
+    shown = d.script("recover-server", STACK)
+    assert shown.code == 0 and "nothing changed" in shown.stdout, shown.stdout[-3000:] + shown.stderr[-2000:]
+    recovered = d.script("recover-server", STACK, "--yes")
+    assert recovered.code == 0, recovered.stdout[-3000:] + recovered.stderr[-3000:]
+    p.up()
+    up_seconds = time.monotonic() - started
+    stack_checks.every_container_healthy(s)
+    d.serving()
+    empty = faults.fingerprint(s, minio)
+    assert "public.restore_probe" not in empty["postgres"] and not empty["minio"], "the new server is not new"
+
+    # The one restore command, the identity on stdin.
+    started = time.monotonic()
+    res = s.ssh(f"sudo -n {INSTALL}/bin/offsite-restore.sh latest --identity - --yes", input=identity + "\n", timeout=900)
+    restore_seconds = time.monotonic() - started
+    after = faults.fingerprint(s, minio)
+    differs = {k: (before[k], after[k]) for k in before if before[k] != after[k]}
+    counts = (f"{len(before['postgres'])} tables ({before['postgres']['public.restore_probe'].split()[0]} probe rows), "
+              f"{before['redis'].split()[0]} keys, {len(before['minio'])} objects")
+    record.figure("prod disaster recovery: new bare server -> serving (scripts/recover-server + one `pulumi up`)",
+                  f"{up_seconds:.0f} s")
+    record("prod disaster recovery: off-site copy -> every row, key and object back (offsite-restore.sh latest)",
+           f"{'all' if not differs else 'NOT all'} of {counts} back by checksum, restore {restore_seconds:.0f} s",
+           "100% by checksum", not differs)
+    assert not differs, f"restored data differs: {differs}\n{(res.stdout + res.stderr)[-3000:]}"
+    faults.wait_until("API reaches the restored stores", lambda: faults.deps(s, d.pebble.issuer_root_pem())[0] == 200,
+                      timeout=60)
+    converged = p.preview("--expect-no-changes", check=False)
+    assert converged.code == 0, converged.stdout[-4000:]
