@@ -113,6 +113,10 @@ class HostShell:
             depends_on=list(depends_on),
             # The command's stdout can carry what the script printed; keep it out of plain state.
             additional_secret_outputs=["stdout", "stderr"] if secret_output else None,
+            # `delete` undoes what `create` did (removes the files it installed): on a
+            # replacement it must run first, or the old one's delete removes what the new one
+            # just installed (seen: a changed backup config left no backup.sh on the server).
+            delete_before_replace=delete is not None,
         )
         if self.connection is None:
             return command.local.Command(
