@@ -31,6 +31,8 @@ case " $* " in
     echo "Previewing update (fake)"; exit "${FAKE_RC:-0}" ;;
   *" up "*) printf '%s\n' "${FAKE_UP_OUT:-Update complete}"; exit "${FAKE_RC:-0}" ;;
   *" stack output releases "*) printf '%s\n' "${FAKE_RELEASES:-}"; exit 0 ;;
+  *" stack export "*"--file"*) cp "$FAKE_STATE" "${@: -1}"; exit 0 ;;
+  *" stack import "*"--file"*) cp "${@: -1}" "$FAKE_IMPORTED"; exit 0 ;;
   *) echo "fake pulumi: $*"; exit "${FAKE_RC:-0}" ;;
 esac
 """
@@ -216,3 +218,42 @@ def test_rollback_refuses_what_it_cannot_do_and_lists_without_changing(fake):
     listed = fake("rollback", "prod", "--list", FAKE_RELEASES=RELEASES)
     assert listed.returncode == 0 and "(running)" in listed.stdout and "reg/api:1" in listed.stdout
     assert not any(c.startswith(("config set", "up ")) for c in listed.calls)
+
+
+def _resource(urn_name: str, type_: str, **extra) -> dict:
+    return {"urn": f"urn:pulumi:prod::ai-meeting::{type_}::{urn_name}", "type": type_, **extra}
+
+
+def test_recover_server_forgets_what_ran_on_the_old_server_and_keeps_the_secrets(fake, tmp_path):
+    stack = _resource("prod", "pulumi:pulumi:Stack")
+    comp = _resource("ai-meeting", "ai-meeting:stack:AiMeeting", parent=stack["urn"])
+    boot = _resource("bootstrap-docker", "command:remote:Command", parent=comp["urn"])
+    docker_provider = _resource("docker", "pulumi:providers:docker", dependencies=[boot["urn"]])
+    password = _resource("db-password", "random:index/randomPassword:RandomPassword", parent=comp["urn"], protect=True)
+    volume = _resource("postgres-data", "docker:index/volume:Volume", protect=True, parent=comp["urn"])
+    container = _resource("postgres", "docker:index/container:Container", dependencies=[volume["urn"], password["urn"]],
+                          propertyDependencies={"envs": [password["urn"]], "volumes": [volume["urn"]]})
+    cert = _resource("tls-cert", "tls:index/selfSignedCert:SelfSignedCert", dependencies=[boot["urn"]])
+    upload = _resource("api-image-upload", "command:local:Command")
+    state = {"version": 3, "deployment": {"resources": [stack, comp, boot, docker_provider, password, volume, container,
+                                                         cert, upload], "pending_operations": [{"type": "creating"}]}}
+    (tmp_path / "state.json").write_text(json.dumps(state))
+    env = {"FAKE_STATE": str(tmp_path / "state.json"), "FAKE_IMPORTED": str(tmp_path / "imported.json")}
+
+    shown = fake("recover-server", "prod", **env)
+    assert shown.returncode == 0 and "nothing changed" in shown.stdout, shown.stdout + shown.stderr
+    assert not (tmp_path / "imported.json").exists() and not any("stack import" in c for c in shown.calls)
+    assert "5 resources of the old server to forget; 4 kept (1 generated secrets)" in shown.stdout, shown.stdout
+
+    done = fake("recover-server", "prod", "--yes", **env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    kept = json.loads((tmp_path / "imported.json").read_text())["deployment"]
+    assert [r["type"] for r in kept["resources"]] == ["pulumi:pulumi:Stack", "ai-meeting:stack:AiMeeting",
+                                                      "random:index/randomPassword:RandomPassword",
+                                                      "tls:index/selfSignedCert:SelfSignedCert"]
+    assert kept["resources"][3]["dependencies"] == [] and "pending_operations" not in kept
+    assert kept["resources"][2]["protect"] is True  # the secret stays protected
+    backups = list(tmp_path.glob(".recover-server-prod-*.json"))
+    assert len(backups) == 1 and json.loads(backups[0].read_text()) == state
+    assert stat.S_IMODE(backups[0].stat().st_mode) == 0o600
+    assert fake("recover-server", "prod", "--no", **env).returncode == 2
