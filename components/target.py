@@ -141,16 +141,19 @@ class HostShell:
 
 def server_identity(shell: HostShell) -> str:
     """The server's machine id, read once per run (a server keeps it across reboots; a new one,
-    even at the same address, has another). Empty when it cannot be read: nothing then depends
-    on it."""
+    even at the same address, has another). A server without one gets "" (stable: nothing then
+    depends on it); a failed login fails the run, or every host step would look changed."""
     if shell.connection is None:
         return ""
     try:
-        out = shell.run_now("cat /etc/machine-id", timeout=30)
-    except (OSError, subprocess.TimeoutExpired):
-        return ""
+        out = shell.run_now("cat /etc/machine-id 2>/dev/null || true", timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise pulumi.RunError(f"could not read the server's /etc/machine-id over ssh: {exc}") from None
+    if out.returncode != 0:
+        raise pulumi.RunError(f"could not read the server's /etc/machine-id over ssh (exit {out.returncode}): "
+                              f"{out.stderr.strip()[-300:]}")
     ident = out.stdout.strip()
-    return ident if out.returncode == 0 and re.fullmatch(r"[0-9a-f]{32}", ident) else ""
+    return ident if re.fullmatch(r"[0-9a-f]{32}", ident) else ""
 
 
 def ssh_connection(target: SshTarget) -> command.remote.ConnectionArgs:

@@ -345,3 +345,24 @@ def test_a_never_healthy_api_replica_fails_when_its_healthcheck_gives_up(tmp_pat
     assert waits["postgres"] == 300, waits
     slow = deploy(config("dev", api={"start_period": 90, "start_timeout": 100}))
     assert {c.name: c.inputs.get("waitTimeout") for c in slow.recorder.of_type("container:Container")}["api-1"] == 100
+
+
+def test_the_machine_id_is_read_once_and_a_failed_login_fails_the_run(monkeypatch):
+    import subprocess
+
+    import pulumi
+
+    from components import target as target_module
+    from components.target import HostShell, server_identity, ssh_connection
+
+    cfg = config("prod")
+    shell = HostShell(cfg.target, ssh_connection(cfg.target), "prod")
+    answers = iter([subprocess.CompletedProcess([], 0, "0123456789abcdef0123456789abcdef\n", ""),
+                    subprocess.CompletedProcess([], 0, "\n", ""),
+                    subprocess.CompletedProcess([], 255, "", "ssh: connect to host 203.0.113.10 port 22: timed out")])
+    monkeypatch.setattr(target_module.HostShell, "run_now", lambda self, script, timeout=60: next(answers))
+    assert server_identity(shell) == "0123456789abcdef0123456789abcdef"
+    assert server_identity(shell) == ""  # no machine id on that server: stable, nothing depends on it
+    with pytest.raises(pulumi.RunError, match="exit 255"):
+        server_identity(shell)
+    assert server_identity(HostShell(config("dev").target, None, "dev")) == ""
