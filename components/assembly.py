@@ -106,7 +106,8 @@ def is_server(cfg: StackConfig) -> bool:
     return cfg.target.kind in ("ssh", "swarm")
 
 
-def bootstrap_args(cfg: StackConfig, user: str, ssh_port: int, *, swarm: bool = False, edge: bool = True) -> BootstrapArgs:
+def bootstrap_args(cfg: StackConfig, user: str, ssh_port: int, *, swarm: bool = False, edge: bool = True,
+                   server_id: str = "") -> BootstrapArgs:
     b = cfg.bootstrap
     port = b.ssh_port or ssh_port
     dockerd = b.docker
@@ -134,12 +135,13 @@ def bootstrap_args(cfg: StackConfig, user: str, ssh_port: int, *, swarm: bool = 
             published_ports=(cfg.nginx.http_port, cfg.nginx.https_port),
         ),
         harden_ssh=b.harden_ssh,
+        server_id=server_id,
     )
 
 
-def ssh_bootstrap_args(cfg: StackConfig) -> BootstrapArgs:
+def ssh_bootstrap_args(cfg: StackConfig, server_id: str = "") -> BootstrapArgs:
     assert isinstance(cfg.target, SshTarget)
-    return bootstrap_args(cfg, cfg.target.user, cfg.target.port)
+    return bootstrap_args(cfg, cfg.target.user, cfg.target.port, server_id=server_id)
 
 
 def node_bootstrap_args(cfg: StackConfig, node: SwarmNode) -> BootstrapArgs:

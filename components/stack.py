@@ -6,8 +6,6 @@ This module, components/swarm_stack.py and components/assembly.py are the only r
 
 from __future__ import annotations
 
-import dataclasses
-
 import pulumi
 
 from config.model import LocalTarget, SshTarget, StackConfig
@@ -40,12 +38,11 @@ class AiMeetingStack(pulumi.ComponentResource):
         server = isinstance(target, SshTarget)
 
         connection = ssh_connection(target) if isinstance(target, SshTarget) else None
-        shell = HostShell(target, connection, stack)
         # Every step on the server re-runs on a new server at the same address (README:
         # Disaster recovery onto a new server).
-        shell = dataclasses.replace(shell, server_id=server_identity(shell))
-        self.bootstrap = (Bootstrap("bootstrap", dataclasses.replace(assembly.ssh_bootstrap_args(cfg), server_id=shell.server_id),
-                                    connection, child) if connection else None)
+        shell = HostShell(target, connection, stack, server_id=server_identity(HostShell(target, connection, stack)))
+        self.bootstrap = (Bootstrap("bootstrap", assembly.ssh_bootstrap_args(cfg, shell.server_id), connection, child)
+                          if connection else None)
         ready = self.bootstrap.done if self.bootstrap else None
         bootstrap_done = self.bootstrap.steps[-1:] if self.bootstrap else []
         provider = make_docker_provider(target, stack, ready=ready, opts=child)

@@ -105,12 +105,8 @@ def test_a_certificate_near_expiry_is_notified_and_its_renewal_resolves_it(deplo
     (tls.self_signed_validity_hours 240, under certificate_min_days 14) -> CertificateExpiresSoon
     delivered; a year's certificate again -> its resolution."""
     p, receiver = deployed
-
-    def config_set(key: str, value: str) -> None:
-        p.run("config", "set", "--path", f"ai-meeting:{key}", value, "--stack", STACK)
-
-    config_set("monitoring.alerts.certificate_for", "5s")
-    config_set("tls.self_signed_validity_hours", "240")
+    p.config_set("monitoring.alerts.certificate_for", "5s")
+    p.config_set("tls.self_signed_validity_hours", "240")
     since = time.monotonic()
     p.up()
     fired = receiver.wait("firing", since, alertname="CertificateExpiresSoon", instance="https://nginx/health")
@@ -119,7 +115,7 @@ def test_a_certificate_near_expiry_is_notified_and_its_renewal_resolves_it(deplo
     alert = next(a for a in note["alerts"] if a["labels"]["alertname"] == "CertificateExpiresSoon")
     assert "expires within 14 days" in alert["annotations"]["summary"], alert
 
-    config_set("tls.self_signed_validity_hours", "8760")
+    p.config_set("tls.self_signed_validity_hours", "8760")
     renewed = time.monotonic()
     p.up()
     resolved = receiver.wait("resolved", renewed, alertname="CertificateExpiresSoon", instance="https://nginx/health")
@@ -129,5 +125,6 @@ def test_a_certificate_near_expiry_is_notified_and_its_renewal_resolves_it(deplo
            "installed it)", f"{fired:.1f} s", "<= 180 s", fired <= 180)
     record("dev: certificate renewed -> its resolution delivered (from the `up` that installed it)", f"{resolved:.1f} s",
            "<= 180 s", resolved <= 180)
+    assert fired <= 180 and resolved <= 180  # receiver.wait gives up at 180 s too
     res = p.preview("--expect-no-changes", "--diff", check=False)
     assert res.code == 0, res.stdout[-5000:]

@@ -39,11 +39,6 @@ def stack_containers() -> dict[str, tuple[str, str]]:
     return {c["Name"].lstrip("/"): (c["Id"], c["State"]["StartedAt"]) for c in json.loads(docker("inspect", *ids).stdout)} if ids else {}
 
 
-def config_set(p: PulumiProject, key: str, value: str) -> None:
-    """The runbook's command: `pulumi config set --path 'ai-meeting:<key>' <value>`."""
-    p.run("config", "set", "--path", f"ai-meeting:{key}", value, "--stack", STACK)
-
-
 def replaced_containers(p: PulumiProject) -> list[str]:
     """Containers the preview would replace or delete (JSON steps: op replace/create-replacement...);
     the switch itself (the nginx-maintenance-reload command) must be among the changes."""
@@ -81,9 +76,9 @@ def test_maintenance_on_and_off_by_up_with_a_reload_only(project, record):
     assert NGINX in before, sorted(before)
 
     # on, with nginx's own loopback allow-listed
-    config_set(p, "maintenance.enabled", "true")
-    config_set(p, "maintenance.allow[0]", "127.0.0.1")
-    config_set(p, "maintenance.retry_after", "900")
+    p.config_set("maintenance.enabled", "true")
+    p.config_set("maintenance.allow[0]", "127.0.0.1")
+    p.config_set("maintenance.retry_after", "900")
     assert replaced_containers(p) == [], "switching maintenance on must not replace a container"
     started = time.monotonic()
     p.up()
@@ -104,7 +99,7 @@ def test_maintenance_on_and_off_by_up_with_a_reload_only(project, record):
     assert docker("inspect", "-f", "{{.State.Health.Status}}", NGINX).stdout.strip() == "healthy"
 
     # off again
-    config_set(p, "maintenance.enabled", "false")
+    p.config_set("maintenance.enabled", "false")
     assert replaced_containers(p) == [], "switching maintenance off must not replace a container"
     started = time.monotonic()
     p.up()

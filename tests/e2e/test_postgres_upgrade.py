@@ -20,6 +20,7 @@ import pytest
 
 from tests.e2e import netcheck
 from tests.e2e.engine import PulumiProject, require_engine, require_local_images
+from tests.support.docker import docker
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
 
@@ -55,10 +56,6 @@ GRANT SELECT ON recordings.parts TO reporting;
 """
 
 
-def docker(*args: str, check: bool = True, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run(["docker", *args], capture_output=True, text=True, check=check, **kw)
-
-
 def psql(sql: str) -> str:
     r = docker("exec", "-i", POSTGRES, "psql", "-X", "-At", "-v", "ON_ERROR_STOP=1", "-U", "ai_meeting", "-d", "ai_meeting",
                input=sql, check=False)
@@ -78,11 +75,6 @@ def tables_by_checksum() -> dict[str, tuple[int, str]]:
     return out
 
 
-def config_set(p: PulumiProject, key: str, value: str) -> None:
-    """The runbook's command: `pulumi config set --path 'ai-meeting:<key>' <value>`."""
-    p.run("config", "set", "--path", f"ai-meeting:{key}", value, "--stack", STACK)
-
-
 def in_volume(*cmd: str) -> subprocess.CompletedProcess:
     return docker("run", "--rm", "--network", "none", "-v", f"{VOLUME}:/vol", "--entrypoint", cmd[0], PG17, *cmd[1:], check=False)
 
@@ -94,7 +86,7 @@ def project(tmp_path_factory):
     require_local_images("postgres17")
     p = PulumiProject(tmp_path_factory.mktemp("d2-pgupgrade"), STACK, env, stack_file="Pulumi.dev.yaml")
     p.configure(**OVERRIDES)
-    config_set(p, "images.postgres", PG15)
+    p.config_set("images.postgres", PG15)
     p.up()
     yield p
     p.run("destroy", "--yes", "--stack", STACK, "--skip-preview", check=False, timeout=900)
@@ -110,7 +102,7 @@ def test_a_major_upgrade_is_refused_unless_asked_then_moves_every_row(project, r
     assert "public.schema_migrations" in before  # the API's own migrations
 
     # Refused: the preview names the key and the way out; nothing changes.
-    config_set(p, "images.postgres", PG17)
+    p.config_set("images.postgres", PG17)
     refused = p.preview(check=False)
     text = refused.stdout + refused.stderr
     assert refused.code != 0 and "ai-meeting:images.postgres" in text and "database.upgrade" in text, text[-3000:]
@@ -118,7 +110,7 @@ def test_a_major_upgrade_is_refused_unless_asked_then_moves_every_row(project, r
     assert psql("SHOW server_version").startswith("15.")
 
     # Asked for: one `up`.
-    config_set(p, "database.upgrade", "dump-restore")
+    p.config_set("database.upgrade", "dump-restore")
     started = time.monotonic()
     p.up()
     upgrade_seconds = time.monotonic() - started
@@ -143,13 +135,13 @@ def test_a_major_upgrade_is_refused_unless_asked_then_moves_every_row(project, r
     assert converged.code == 0, converged.stdout[-5000:]
 
     # A downgrade is refused whatever database.upgrade says.
-    config_set(p, "images.postgres", PG15)
+    p.config_set("images.postgres", PG15)
     downgrade = p.preview(check=False)
     assert downgrade.code != 0 and "downgrade" in downgrade.stdout + downgrade.stderr, downgrade.stdout[-3000:]
-    config_set(p, "images.postgres", PG17)
+    p.config_set("images.postgres", PG17)
 
     # The runbook's last steps: database.upgrade back to refuse, the old directory removed.
-    config_set(p, "database.upgrade", "refuse")
+    p.config_set("database.upgrade", "refuse")
     p.up()
     removed = docker("run", "--rm", "--network", "none", "-v", f"{VOLUME}:/vol", "--entrypoint", "rm", PG17,
                      "-rf", "/vol/pgdata-15", "/vol/upgrade-15-to-17", check=False)

@@ -1247,11 +1247,9 @@ def test_disaster_recovery_onto_a_new_server_from_the_offsite_copy(deployment: D
     d.require_deployed()
     s = d.server
     p = d.project
-    p.run("config", "set", "--path", "ai-meeting:backup.offsite.enabled", "true", "--stack", STACK)
-    p.run("config", "set", "--path", "ai-meeting:backup.offsite.endpoint", offsite_store, "--stack", STACK)
-    p.run("config", "set", "--path", "ai-meeting:backup.offsite.bucket", "aim-offsite", "--stack", STACK)
-    p.run("config", "set", "--path", "ai-meeting:backup.offsite.prefix", "prod/", "--stack", STACK)
-    p.run("config", "set", "--path", "ai-meeting:backup.offsite.access_key", OFFSITE_USER, "--stack", STACK)
+    for key, value in (("enabled", "true"), ("endpoint", offsite_store), ("bucket", "aim-offsite"), ("prefix", "prod/"),
+                       ("access_key", OFFSITE_USER)):
+        p.config_set(f"backup.offsite.{key}", value)
     p.set_secret("backup.offsite.secret_key", OFFSITE_SECRET)
     d.timed("off-site backups switched on by `pulumi up`", p.up)
     minio = p.outputs(show_secrets=True)["minio"]

@@ -81,6 +81,8 @@ def bootstrap_steps(r: Replay) -> list[dict[str, Any]]:
 def test_the_program_declares_each_step_with_its_hash(replay: Replay) -> None:
     import hashlib
 
+    from tests.unit.harness import MOCK_MACHINE_ID
+
     names = [c["name"] for c in replay.commands]
     steps = [n for n in names if n.startswith("bootstrap-")]
     assert steps == [f"bootstrap-{s}" for s in (
@@ -88,8 +90,8 @@ def test_the_program_declares_each_step_with_its_hash(replay: Replay) -> None:
     assert "certbot-issue" in names and "backup-install" in names, names
     for c in bootstrap_steps(replay):
         assert c["create"] == "sudo -n bash -s", c["create"]
-        # the script's hash, and the server's machine id (the mocks' one: tests/unit/harness.py)
-        assert c["triggers"] == [hashlib.sha256(c["stdin"].encode()).hexdigest(), "0123456789abcdef0123456789abcdef"], c["name"]
+        # the script's hash, and the server's machine id (the mocks' one)
+        assert c["triggers"] == [hashlib.sha256(c["stdin"].encode()).hexdigest(), MOCK_MACHINE_ID], c["name"]
         assert c["connection"]["host"] == replay.server.host and int(c["connection"]["port"]) == replay.server.port
 
 

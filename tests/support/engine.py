@@ -118,6 +118,10 @@ class PulumiProject:
             doc["config"][f"ai-meeting:{key}"] = value
         path.write_text(yaml.safe_dump(doc, sort_keys=False))
 
+    def config_set(self, path: str, value: str) -> None:
+        """The runbooks' command: `pulumi config set --path 'ai-meeting:<path>' <value>`."""
+        self.run("config", "set", "--path", f"ai-meeting:{path}", value, "--stack", self.stack)
+
     def set_secret(self, path: str, value: str) -> None:
         self.run("config", "set", "--secret", "--path", f"ai-meeting:{path}", "--stack", self.stack, "--", value)
 

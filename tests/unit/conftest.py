@@ -19,6 +19,6 @@ def no_server_to_ask_for_its_machine_id(monkeypatch):
     """Under mocks there is no server to log in to (components/target.py server_identity):
     a prod config's fake address would cost an ssh timeout per stack built."""
     import components.stack
+    from tests.unit.harness import mock_server_identity
 
-    monkeypatch.setattr(components.stack, "server_identity",
-                        lambda shell: "0123456789abcdef0123456789abcdef" if shell.connection else "")
+    monkeypatch.setattr(components.stack, "server_identity", mock_server_identity)

@@ -128,6 +128,14 @@ def _no_previous_releases() -> None:
     return None
 
 
+# The server's machine id under mocks (components/target.py server_identity): no server to log in to.
+MOCK_MACHINE_ID = "0123456789abcdef0123456789abcdef"
+
+
+def mock_server_identity(shell) -> str:
+    return MOCK_MACHINE_ID if shell.connection else ""
+
+
 def deploy(cfg: StackConfig, stack: str | None = None, tmp_cache: str | None = None) -> Deployed:
     """Declare the whole stack under mocks; return what was declared and the resolved outputs."""
     from components.stack import AiMeetingStack
@@ -143,7 +151,7 @@ def deploy(cfg: StackConfig, stack: str | None = None, tmp_cache: str | None = N
     import components.stack as stack_module
 
     original_identity = stack_module.server_identity
-    stack_module.server_identity = lambda shell: "0123456789abcdef0123456789abcdef" if shell.connection else ""
+    stack_module.server_identity = mock_server_identity
     pulumi.runtime.set_mocks(rec, project="ai-meeting", stack=stack or cfg.environment, preview=False)
     result: dict[str, Any] = {}
     secrets: set[str] = set()

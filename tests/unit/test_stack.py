@@ -7,7 +7,7 @@ import re
 import pytest
 
 from components.assembly import ApiSecrets, api_environment
-from tests.unit.harness import FAKE_PEM, config, deploy
+from tests.unit.harness import FAKE_PEM, MOCK_MACHINE_ID, config, deploy
 
 SEED_ENV_KEYS = [
     "NODE_ENV", "APP_PORT", "DATABASE_URL", "DB_HOST", "DB_PORT", "DB_NAME", "DB_USER", "DB_PASSWORD",
@@ -148,7 +148,7 @@ def test_bootstrap_steps_carry_their_script_hash():
     import hashlib
 
     d = deploy(config("prod"))
-    machine_id = "0123456789abcdef0123456789abcdef"  # the harness's server (tests/unit/harness.py)
+    machine_id = MOCK_MACHINE_ID
     for step in [r for r in d.recorder.of_type("remote:Command") if r.name.startswith("bootstrap-")]:
         assert step.inputs["triggers"] == [hashlib.sha256(step.inputs["stdin"].encode()).hexdigest(), machine_id]
         assert step.inputs["create"] == "sudo -n bash -s"
@@ -157,7 +157,7 @@ def test_bootstrap_steps_carry_their_script_hash():
 def test_every_step_on_the_server_runs_again_on_a_new_server(monkeypatch):
     """Disaster recovery: the server's machine id is in every remote command's and image
     upload's triggers, so a new server at the same address gets all of them again."""
-    machine_id = "0123456789abcdef0123456789abcdef"
+    machine_id = MOCK_MACHINE_ID
     import components.images
 
     monkeypatch.setattr(components.images, "local_image_id", lambda ref: "sha256:" + "0" * 64)
